@@ -1,1 +1,40 @@
-fn main() {}
+//! `ordo`: one binary for every role and tool of ordo.
+//!
+//! - [`config`]: command line and environment (CONTRACT.md section 1).
+//! - [`logging`], [`shutdown`]: process plumbing.
+//! - [`roles`]: several roles in one process, stopped together.
+//! - [`run`]: what each subcommand does.
+
+mod config;
+mod logging;
+mod roles;
+mod run;
+mod shutdown;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    // clap prints usage errors itself and exits with status 2.
+    let cli = config::Cli::parse();
+    logging::init(&cli.global.log_filter, cli.global.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the context chain, no backtrace.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

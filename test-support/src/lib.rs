@@ -1,1 +1,219 @@
-//! test-support
+//! The harness of ordo's integration tests.
+//!
+//! [`TestEnv::new`] gives each test its own PostgreSQL database (created and
+//! migrated) and its own JetStream stream name and subject prefix, so tests run
+//! in parallel against one server without seeing each other's data. Dropping it
+//! drops the database and deletes the stream, also when the test panics.
+//! [`TestDatabase`] is the database part alone, not yet created, for tests of
+//! creation and migration themselves.
+//!
+//! The servers come from `DATABASE_URL` and `NATS_URL` (what `scripts/test`
+//! exports), defaulting to the local ones. Set `TEST_LOG=1` to see logs and
+//! `ORDO_TEST_KEEP=1` to keep the database and stream of a failing test.
+
+use std::future::Future;
+use std::sync::Once;
+
+use async_nats::jetstream;
+use eventstore::db::DatabaseUrl;
+use eventstore::nats::{NatsUrl, StreamName, SubjectPrefix};
+
+/// The server `DATABASE_URL` names (its database is not used).
+pub fn server_database_url() -> DatabaseUrl {
+    let url =
+        std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://127.0.0.1:5432/ordo".into());
+    url.parse().unwrap_or_else(|e| panic!("DATABASE_URL: {e}"))
+}
+
+/// The server `NATS_URL` names.
+pub fn nats_url() -> NatsUrl {
+    let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    url.parse().unwrap_or_else(|e| panic!("NATS_URL: {e}"))
+}
+
+/// Installs a tracing subscriber once, printing only when `TEST_LOG` is set.
+pub fn init_tracing() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+fn keep() -> bool {
+    std::env::var_os("ORDO_TEST_KEEP").is_some()
+}
+
+/// Runs async cleanup from `Drop`: Drop cannot await and may run while the
+/// test's runtime shuts down, so a thread with its own small runtime does it.
+fn block_on_thread<F>(cleanup: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let thread = std::thread::spawn(move || {
+        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            runtime.block_on(cleanup);
+        }
+    });
+    let _ = thread.join();
+}
+
+/// A database name of its own on the test server, dropped with this value.
+/// Nothing is created: [`TestEnv`] migrates it, tests of creation create it.
+pub struct TestDatabase {
+    /// URL of the database.
+    pub url: DatabaseUrl,
+    /// The random part of its name, for naming anything else after it.
+    pub id: String,
+}
+
+impl std::fmt::Debug for TestDatabase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TestDatabase")
+            .field(&self.url.database())
+            .finish()
+    }
+}
+
+impl TestDatabase {
+    /// A name nobody else uses: `ordo_test_<random>`.
+    pub fn fresh() -> TestDatabase {
+        init_tracing();
+        let id = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
+        let url = server_database_url().with_database(&format!("ordo_test_{id}"));
+        TestDatabase { url, id }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if keep() {
+            eprintln!("ORDO_TEST_KEEP: kept database {}", self.url.database());
+            return;
+        }
+        let database = self.url.database().to_owned();
+        let admin = self.url.with_database("postgres");
+        block_on_thread(async move {
+            let sql = format!(
+                "drop database if exists {} with (force)",
+                eventstore::db::quote_ident(&database)
+            );
+            let result = match admin.connect().await {
+                Ok(client) => client.batch_execute(&sql).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = result {
+                eprintln!("could not drop test database {database}: {e}");
+            }
+        });
+    }
+}
+
+/// One test's private database and JetStream names.
+pub struct TestEnv {
+    /// URL of this test's database.
+    pub database_url: DatabaseUrl,
+    /// A pool on it.
+    pub pool: deadpool_postgres::Pool,
+    /// A NATS connection.
+    pub nats: async_nats::Client,
+    /// JetStream on that connection.
+    pub jetstream: jetstream::Context,
+    /// This test's stream name (not created until something asks for it).
+    pub stream: StreamName,
+    /// This test's subject prefix.
+    pub prefix: SubjectPrefix,
+    /// The id both names are made from, for anything else a test wants unique.
+    pub id: String,
+    // Declared last so it is dropped after the pool is closed.
+    database: TestDatabase,
+}
+
+impl std::fmt::Debug for TestEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestEnv")
+            .field("database", &self.database_url.database())
+            .field("stream", &self.stream)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+impl TestEnv {
+    /// A fresh migrated database, and a stream name and prefix nobody else uses.
+    pub async fn new() -> TestEnv {
+        let database = TestDatabase::fresh();
+        let id = database.id.clone();
+        let database_url = database.url.clone();
+        eventstore::migrations::migrate(&database_url)
+            .await
+            .unwrap_or_else(|e| panic!("test database: {e}"));
+        let pool = database_url
+            .pool(16)
+            .unwrap_or_else(|e| panic!("test pool: {e}"));
+        let nats = eventstore::nats::connect(&nats_url(), "ordo-test")
+            .await
+            .unwrap_or_else(|e| panic!("test NATS: {e}"));
+        let jetstream = jetstream::new(nats.clone());
+        let stream = format!("ORDO_TEST_{}", id.to_uppercase())
+            .parse()
+            .unwrap_or_else(|e| panic!("stream name: {e}"));
+        let prefix = format!("test_{id}")
+            .parse()
+            .unwrap_or_else(|e| panic!("prefix: {e}"));
+        TestEnv {
+            database_url,
+            pool,
+            nats,
+            jetstream,
+            stream,
+            prefix,
+            id,
+            database,
+        }
+    }
+
+    /// A pooled connection to this test's database.
+    pub async fn client(&self) -> deadpool_postgres::Object {
+        self.pool
+            .get()
+            .await
+            .unwrap_or_else(|e| panic!("test connection: {e}"))
+    }
+
+    /// Creates this test's JetStream stream (subjects `<prefix>.>`).
+    pub async fn create_stream(&self) -> jetstream::stream::Stream {
+        eventstore::nats::ensure_stream(&self.jetstream, &self.stream, &self.prefix)
+            .await
+            .unwrap_or_else(|e| panic!("test stream: {e}"))
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        self.pool.close();
+        if keep() {
+            eprintln!("ORDO_TEST_KEEP: kept stream {}", self.stream);
+            return;
+        }
+        let stream = self.stream.to_string();
+        // A connection of its own: this test's client is driven by the test's
+        // runtime, which is blocked while Drop runs.
+        block_on_thread(async move {
+            if let Ok(client) = eventstore::nats::connect(&nats_url(), "ordo-test-cleanup").await {
+                // The stream may never have been created; a miss is fine.
+                let _ = jetstream::new(client).delete_stream(&stream).await;
+            }
+        });
+        let _ = &self.database; // dropped next, after the pool is closed
+    }
+}

@@ -1,0 +1,313 @@
+//! The command line and configuration (CONTRACT.md section 1).
+//!
+//! Every setting is an environment variable and also a flag (clap's `env`), and
+//! is parsed into a typed value when the process starts, so a bad value stops
+//! it with a one-line message before anything runs.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use eventstore::db::DatabaseUrl;
+use eventstore::nats::{NatsUrl, StreamName, SubjectPrefix};
+
+/// ordo: an event-sourced order system on PostgreSQL and NATS JetStream.
+#[derive(Debug, Parser)]
+#[command(name = "ordo", version, propagate_version = true)]
+pub struct Cli {
+    /// Settings shared by every subcommand.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Settings every subcommand understands.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// PostgreSQL holding the event store and read models; the database is created if missing.
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://127.0.0.1:5432/ordo",
+          value_parser = parse_database_url, global = true, hide_env_values = true)]
+    pub database_url: DatabaseUrl,
+
+    /// NATS server with JetStream.
+    #[arg(
+        long,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        global = true
+    )]
+    pub nats_url: NatsUrl,
+
+    /// JetStream stream events are published to.
+    #[arg(
+        long = "stream",
+        env = "ORDO_STREAM",
+        default_value = "ORDO_EVENTS",
+        global = true
+    )]
+    pub stream: StreamName,
+
+    /// First token of every event subject (`<prefix>.<streamtype>.<id>.<Type>`).
+    #[arg(
+        long = "subject-prefix",
+        env = "ORDO_SUBJECT_PREFIX",
+        default_value = "events",
+        global = true
+    )]
+    pub subject_prefix: SubjectPrefix,
+
+    /// Log filter, in `RUST_LOG` syntax (`info`, `ordo=debug,tower_http=info`).
+    #[arg(long = "log", env = "RUST_LOG", default_value = "info", global = true,
+          value_parser = parse_log_filter)]
+    pub log_filter: String,
+
+    /// Log format.
+    #[arg(
+        long = "log-format",
+        env = "ORDO_LOG_FORMAT",
+        default_value = "pretty",
+        global = true
+    )]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// The HTTP listen address.
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
+    /// Address the HTTP API listens on.
+    #[arg(
+        long = "http-addr",
+        env = "ORDO_HTTP_ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub http_addr: SocketAddr,
+}
+
+/// Saga settings.
+#[derive(Debug, Clone, Args)]
+pub struct SagaArgs {
+    /// Confirmed orders unpaid this long are cancelled (`2s`, `15m`, `1h 30m`).
+    #[arg(long = "payment-timeout", env = "ORDO_PAYMENT_TIMEOUT", default_value = "15m",
+          value_parser = parse_positive_duration)]
+    pub payment_timeout: Duration,
+}
+
+/// The subcommands of CONTRACT.md section 1.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Everything in one process: HTTP API, relay, all projectors, sagas. Applies migrations first.
+    Up {
+        #[command(flatten)]
+        http: HttpArgs,
+        #[command(flatten)]
+        saga: SagaArgs,
+    },
+    /// The HTTP API alone (any number may run).
+    Api {
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+    /// The relay from the PostgreSQL log to JetStream (one active, others stand by).
+    Relay,
+    /// Projectors keeping read models up to date (all when no NAME is given).
+    Projector {
+        /// Projections to run.
+        names: Vec<String>,
+    },
+    /// The order-fulfilment saga coordinator.
+    Saga {
+        #[command(flatten)]
+        saga: SagaArgs,
+    },
+    /// Apply schema migrations; idempotent and safe when several processes start at once.
+    Migrate,
+    /// Rebuild read models from the event log while the system keeps serving.
+    Rebuild {
+        /// Rebuild every projection.
+        #[arg(long, conflicts_with = "names", required_unless_present = "names")]
+        all: bool,
+        /// Projections to rebuild.
+        names: Vec<String>,
+        /// Build and print the differences without swapping.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Audit query over the event log, in global order.
+    Events(EventsArgs),
+    /// Recompute every read model from the log, compare, and verify the invariants.
+    Check,
+    /// Relay, projection and saga positions, with lag in events and seconds.
+    Status,
+    /// Load generator and micro-benchmarks.
+    Bench {
+        #[command(subcommand)]
+        scenario: BenchScenario,
+    },
+}
+
+/// Filters of `ordo events`.
+#[derive(Debug, Clone, Args)]
+pub struct EventsArgs {
+    /// Only this stream (`order-<uuid>`).
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// Only this event type (`OrderPlaced`).
+    #[arg(long = "type")]
+    pub event_type: Option<String>,
+    /// Only this stream type.
+    #[arg(long = "stream-type", value_parser = ["user", "product", "order"])]
+    pub stream_type: Option<String>,
+    /// Only events with this correlation id.
+    #[arg(long)]
+    pub correlation: Option<String>,
+    /// Only events after this position token.
+    #[arg(long)]
+    pub after: Option<String>,
+    /// Only events recorded at or after this time (RFC 3339).
+    #[arg(long, value_parser = parse_rfc3339)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only events recorded before this time (RFC 3339).
+    #[arg(long, value_parser = parse_rfc3339)]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// At most this many events.
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    /// One JSON envelope per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Scenarios of `ordo bench` (CONTRACT.md section 8).
+#[derive(Debug, Subcommand)]
+pub enum BenchScenario {
+    /// Event store append rate, next to a raw INSERT load with the same writers.
+    Append {
+        /// Concurrent writers.
+        #[arg(long, default_value_t = 32)]
+        writers: usize,
+        /// Events to append in all.
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// Events per append.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Write the figures as JSON to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
+    /// Log → JetStream publish rate.
+    Relay {
+        /// Events to publish.
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// Write the figures as JSON to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
+    /// Rebuild rate of all projections.
+    Rebuild {
+        /// Events in the log to rebuild from.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Write the figures as JSON to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
+    /// End-to-end load through the HTTP API of a running ordo.
+    PlaceOrders {
+        /// How long to place orders (`60s`).
+        #[arg(long, default_value = "60s", value_parser = parse_positive_duration)]
+        duration: Duration,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Users to register first.
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        /// Products to create first.
+        #[arg(long, default_value_t = 200)]
+        products: usize,
+        /// Base URL of the API (default: http:// + ORDO_HTTP_ADDR).
+        #[arg(long)]
+        url: Option<String>,
+        #[command(flatten)]
+        http: HttpArgs,
+        /// Write the figures as JSON to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
+}
+
+fn parse_database_url(s: &str) -> Result<DatabaseUrl, String> {
+    s.parse().map_err(|e: eventstore::StoreError| match e {
+        eventstore::StoreError::InvalidUrl { reason, .. } => reason,
+        other => other.to_string(),
+    })
+}
+
+fn parse_log_filter(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// A humantime duration greater than zero.
+pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let duration =
+        humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 2s, 15m, 1h)"))?;
+    if duration.is_zero() {
+        return Err("must be greater than zero".to_owned());
+    }
+    Ok(duration)
+}
+
+fn parse_rfc3339(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{e} (expected RFC 3339, e.g. 2026-11-23T10:00:00Z)"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_must_be_positive_humantime() {
+        assert_eq!(
+            parse_positive_duration("2s").unwrap(),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            parse_positive_duration("15m").unwrap(),
+            Duration::from_secs(900)
+        );
+        assert!(parse_positive_duration("0s").is_err());
+        assert!(parse_positive_duration("soon").is_err());
+    }
+
+    #[test]
+    fn rebuild_needs_all_or_names() {
+        assert!(Cli::try_parse_from(["ordo", "rebuild"]).is_err());
+        assert!(Cli::try_parse_from(["ordo", "rebuild", "--all"]).is_ok());
+        assert!(Cli::try_parse_from(["ordo", "rebuild", "orders", "--dry-run"]).is_ok());
+        assert!(Cli::try_parse_from(["ordo", "rebuild", "--all", "orders"]).is_err());
+    }
+}

@@ -1,0 +1,26 @@
+//! Logging with `tracing`, human-readable or JSON lines, always on stderr so
+//! stdout stays for command output (`ordo events --json | jq`).
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// Installs the global subscriber.
+pub fn init(filter: &str, format: LogFormat) {
+    // The filter was validated when the command line was parsed.
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Pretty => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+    };
+    if let Err(e) = result {
+        eprintln!("warning: logging was already set up: {e}");
+    }
+}

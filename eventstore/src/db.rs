@@ -1,0 +1,246 @@
+//! Connecting to PostgreSQL: URL parsing, creating the database when missing,
+//! and the connection pool every role shares.
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Config, NoTls};
+
+use crate::error::{io_reason, StoreError};
+
+/// How long a connection attempt may take before we call the server unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A validated `DATABASE_URL`: the text (for messages, without password) and the
+/// parsed configuration.
+#[derive(Clone)]
+pub struct DatabaseUrl {
+    url: String,
+    config: Config,
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("DatabaseUrl")
+            .field(&self.redacted())
+            .finish()
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl std::str::FromStr for DatabaseUrl {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = |reason: String| StoreError::InvalidUrl {
+            url: redact(s),
+            reason,
+        };
+        if !(s.starts_with("postgres://") || s.starts_with("postgresql://")) {
+            return Err(invalid("expected postgres://host:port/database".into()));
+        }
+        let mut config: Config = s
+            .parse()
+            .map_err(|e: tokio_postgres::Error| invalid(e.to_string()))?;
+        if config.get_dbname().is_none() {
+            return Err(invalid(
+                "no database name (postgres://host:port/ordo)".into(),
+            ));
+        }
+        if config.get_hosts().is_empty() {
+            config.host("127.0.0.1");
+        }
+        if config.get_user().is_none() {
+            // libpq's default: the operating system user, which is what trust
+            // auth on a developer machine expects.
+            let user = std::env::var("USER").unwrap_or_else(|_| "postgres".into());
+            config.user(&user);
+        }
+        config.connect_timeout(CONNECT_TIMEOUT);
+        config.application_name("ordo");
+        Ok(DatabaseUrl {
+            url: s.to_owned(),
+            config,
+        })
+    }
+}
+
+impl DatabaseUrl {
+    /// The URL as given, password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        redact(&self.url)
+    }
+
+    /// The URL as given, password included: for handing to a child process,
+    /// never for printing.
+    pub fn expose(&self) -> &str {
+        &self.url
+    }
+
+    /// The parsed connection settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The database this URL names.
+    pub fn database(&self) -> &str {
+        self.config.get_dbname().unwrap_or("postgres")
+    }
+
+    /// The same server, another database.
+    pub fn with_database(&self, database: &str) -> DatabaseUrl {
+        let mut config = self.config.clone();
+        config.dbname(database);
+        let url = match self.url.rsplit_once('/') {
+            Some((server, rest)) => {
+                let query = rest
+                    .split_once('?')
+                    .map(|(_, q)| format!("?{q}"))
+                    .unwrap_or_default();
+                format!("{server}/{database}{query}")
+            }
+            None => self.url.clone(),
+        };
+        DatabaseUrl { url, config }
+    }
+
+    /// Opens one connection (its driver runs on a spawned task).
+    pub async fn connect(&self) -> Result<tokio_postgres::Client, StoreError> {
+        let (client, connection) = self
+            .config
+            .connect(NoTls)
+            .await
+            .map_err(|e| self.classify(e))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "postgres connection closed");
+            }
+        });
+        Ok(client)
+    }
+
+    /// Turns a connection error into [`StoreError::Unreachable`] when the server
+    /// never answered, so the user reads the fix, not a driver message.
+    pub fn classify(&self, e: tokio_postgres::Error) -> StoreError {
+        if e.as_db_error().is_some() {
+            return StoreError::Database(e);
+        }
+        let reason = match e.source().and_then(|s| s.downcast_ref::<std::io::Error>()) {
+            Some(io) => io_reason(io),
+            None if e.to_string().contains("timeout") => "timed out".to_owned(),
+            None => e.to_string(),
+        };
+        StoreError::Unreachable {
+            url: self.redacted(),
+            reason,
+        }
+    }
+
+    /// Creates the database if it does not exist yet. Safe when several
+    /// processes do it at once.
+    pub async fn ensure_database(&self) -> Result<(), StoreError> {
+        match self.connect().await {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Database(e)) if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {}
+            Err(e) => return Err(e),
+        }
+        let admin = self.with_database("postgres").connect().await?;
+        let statement = format!("create database {}", quote_ident(self.database()));
+        match admin.batch_execute(&statement).await {
+            Ok(()) => {
+                tracing::info!(database = self.database(), "created database");
+                Ok(())
+            }
+            // another process won the race
+            Err(e)
+                if e.code() == Some(&SqlState::DUPLICATE_DATABASE)
+                    || e.code() == Some(&SqlState::UNIQUE_VIOLATION) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(StoreError::Database(e)),
+        }
+    }
+
+    /// A pool of up to `max_size` connections.
+    pub fn pool(&self, max_size: usize) -> Result<Pool, StoreError> {
+        let manager = Manager::from_config(
+            self.config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        Pool::builder(manager)
+            .max_size(max_size)
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Pool(e.to_string()))
+    }
+}
+
+/// Quotes an SQL identifier.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Replaces the password of a URL with `***`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("postgres://h/db"), "postgres://h/db");
+    }
+
+    #[test]
+    fn rejects_urls_that_are_not_postgres() {
+        let err = "mysql://h/db".parse::<DatabaseUrl>().unwrap_err();
+        assert!(err.to_string().contains("expected postgres://"), "{err}");
+        let err = "postgres://127.0.0.1:5432"
+            .parse::<DatabaseUrl>()
+            .unwrap_err();
+        assert!(err.to_string().contains("no database name"), "{err}");
+    }
+
+    #[test]
+    fn switches_database_keeping_server_and_query() {
+        let url: DatabaseUrl = "postgres://u:p@h:1/a?sslmode=disable".parse().unwrap();
+        let other = url.with_database("b");
+        assert_eq!(other.database(), "b");
+        assert_eq!(other.redacted(), "postgres://u:***@h:1/b?sslmode=disable");
+    }
+}

@@ -1,0 +1,172 @@
+//! Schema migrations: the numbered files of `schemas/sql/`, embedded at build
+//! time, applied in order, each once, recorded in `ordo_migrations`.
+//!
+//! Several processes may start at the same moment (`docker compose up` starts
+//! every role together): a session-level advisory lock makes them take turns,
+//! and whoever comes second finds everything applied and does nothing.
+
+use crate::db::DatabaseUrl;
+use crate::error::StoreError;
+
+/// One migration file.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// The number the file starts with; applied in ascending order.
+    pub version: u32,
+    /// The rest of the file name.
+    pub name: &'static str,
+    /// The SQL, run in one transaction.
+    pub sql: &'static str,
+}
+
+impl Migration {
+    /// A fingerprint of the SQL, so an edited migration that was already
+    /// applied is noticed instead of silently diverging.
+    pub fn checksum(&self) -> String {
+        // FNV-1a: stable across builds and platforms, no dependency needed.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in self.sql.bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{hash:016x}")
+    }
+}
+
+include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
+
+/// Advisory lock key for migrations: "ordomigr" in ASCII.
+const MIGRATION_LOCK: i64 = 0x6f72_646f_6d69_6772;
+
+/// What [`migrate`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// Versions applied by this call.
+    pub applied: Vec<u32>,
+    /// Versions that were already there.
+    pub already_applied: Vec<u32>,
+}
+
+/// Creates the database if needed and applies every pending migration.
+pub async fn migrate(url: &DatabaseUrl) -> Result<MigrationReport, StoreError> {
+    url.ensure_database().await?;
+    let mut client = url.connect().await?;
+    client
+        .execute("select pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let result = apply_pending(&mut client).await;
+    // Unlock even when applying failed; closing the connection would too.
+    let unlock = client
+        .execute("select pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    let report = result?;
+    unlock?;
+    Ok(report)
+}
+
+async fn apply_pending(client: &mut tokio_postgres::Client) -> Result<MigrationReport, StoreError> {
+    client
+        .batch_execute(
+            "create table if not exists ordo_migrations (
+                 version    integer     primary key,
+                 name       text        not null,
+                 checksum   text        not null,
+                 applied_at timestamptz not null default now()
+             )",
+        )
+        .await?;
+    let rows = client
+        .query("select version, name, checksum from ordo_migrations", &[])
+        .await?;
+    let mut applied_before = std::collections::BTreeMap::new();
+    for row in rows {
+        let version: i32 = row.get(0);
+        applied_before.insert(version, (row.get::<_, String>(1), row.get::<_, String>(2)));
+    }
+    if let Some(newest) = applied_before.keys().next_back() {
+        let known = MIGRATIONS
+            .iter()
+            .map(|m| m.version as i32)
+            .max()
+            .unwrap_or(0);
+        if *newest > known {
+            return Err(StoreError::Migration(format!(
+                "the database has migration {newest}, newer than this build knows ({known}); \
+                 run a newer ordo"
+            )));
+        }
+    }
+
+    let mut report = MigrationReport {
+        applied: Vec::new(),
+        already_applied: Vec::new(),
+    };
+    for migration in MIGRATIONS {
+        let version = migration.version as i32;
+        if let Some((_, checksum)) = applied_before.get(&version) {
+            if *checksum != migration.checksum() {
+                return Err(StoreError::Migration(format!(
+                    "migration {:04}_{} changed after it was applied; add a new migration instead",
+                    migration.version, migration.name
+                )));
+            }
+            report.already_applied.push(migration.version);
+            continue;
+        }
+        let tx = client.transaction().await?;
+        tx.batch_execute(migration.sql).await.map_err(|e| {
+            StoreError::Migration(format!(
+                "{:04}_{}: {}",
+                migration.version,
+                migration.name,
+                crate::error::describe_pg(&e)
+            ))
+        })?;
+        tx.execute(
+            "insert into ordo_migrations (version, name, checksum) values ($1, $2, $3)",
+            &[&version, &migration.name, &migration.checksum()],
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applied migration"
+        );
+        report.applied.push(migration.version);
+    }
+    Ok(report)
+}
+
+/// True when every migration this build knows is applied (for `/ready`).
+pub async fn is_current(client: &tokio_postgres::Client) -> Result<bool, StoreError> {
+    let row = client
+        .query_opt(
+            "select count(*) from ordo_migrations where version = any($1)",
+            &[&MIGRATIONS
+                .iter()
+                .map(|m| m.version as i32)
+                .collect::<Vec<_>>()],
+        )
+        .await;
+    match row {
+        Ok(Some(row)) => Ok(row.get::<_, i64>(0) as usize == MIGRATIONS.len()),
+        Ok(None) => Ok(false),
+        // the table does not exist yet
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_numbered_from_one_without_gaps() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version as usize, i + 1, "{} is out of sequence", m.name);
+            assert!(!m.sql.trim().is_empty());
+        }
+    }
+}
