@@ -58,6 +58,14 @@ pub enum StoreError {
     /// No pooled connection could be had.
     #[error("no database connection available: {0}")]
     Pool(String),
+    /// The command id was executed concurrently by another caller; this is
+    /// its result. [`crate::EventStore::append`] turns it into a replayed
+    /// success, so callers only see it from lower-level functions.
+    #[error("command already executed")]
+    AlreadyExecuted(Box<crate::store::Appended>),
+    /// Something that should not happen did; the message says what.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// (De)serialising JSON failed.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),

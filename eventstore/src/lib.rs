@@ -2,13 +2,28 @@
 //!
 //! - [`db`]: `DATABASE_URL`, creating the database, the connection pool.
 //! - [`migrations`]: the numbered SQL of `schemas/sql/`, applied once each.
+//! - [`position`]: positions in the global log and their tokens.
+//! - [`event`]: events as stored and read back, with their metadata.
+//! - [`store`]: [`EventStore`]: appends, stream and log reads, snapshots.
+//! - [`follow`]: a cursor following the log in order, waiting for more.
+//! - [`notify`]: waking log readers after appends, without serialising writers.
+//! - [`envelope`]: the CloudEvents envelope users and subscribers see.
 //! - [`nats`]: connecting to NATS and the JetStream stream events go to.
 //! - [`error`]: `StoreError`, what can go wrong.
 
 pub mod db;
+pub mod envelope;
 pub mod error;
+pub mod event;
+pub mod follow;
 pub mod migrations;
 pub mod nats;
+pub mod notify;
+pub mod position;
+pub mod store;
 
 pub use db::DatabaseUrl;
 pub use error::StoreError;
+pub use event::{Metadata, NewEvent, RecordedEvent};
+pub use position::Position;
+pub use store::{AppendRequest, Appended, EventStore, ExpectedVersion};

@@ -1,0 +1,108 @@
+//! Following the log: batches of events in log order, waiting for more when
+//! there are none, never skipping one that commits late.
+//!
+//! A reader that finds nothing new either waits for a notification (nothing is
+//! in flight), or, when events have committed beyond the horizon, looks again
+//! after a short, growing pause: the transaction holding the horizon will end
+//! and there may be no notification for it (it need not be an append).
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::error::StoreError;
+use crate::event::RecordedEvent;
+use crate::notify::LogListener;
+use crate::position::Position;
+use crate::store::{EventStore, LogFilter};
+
+/// How often a follower looks even without a notification.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// First and longest pause while waiting for the horizon to move.
+const HORIZON_PAUSE_MIN: Duration = Duration::from_millis(1);
+const HORIZON_PAUSE_MAX: Duration = Duration::from_millis(50);
+
+/// A cursor over the global log.
+#[derive(Debug)]
+pub struct LogFollower {
+    store: EventStore,
+    wakeups: watch::Receiver<u64>,
+    after: Position,
+    batch_size: i64,
+    filter: LogFilter,
+}
+
+impl LogFollower {
+    /// A follower reading after `after`, `batch_size` events at a time.
+    pub fn new(
+        store: EventStore,
+        listener: &LogListener,
+        after: Position,
+        batch_size: i64,
+    ) -> Self {
+        LogFollower {
+            store,
+            wakeups: listener.subscribe(),
+            after,
+            batch_size,
+            filter: LogFilter::default(),
+        }
+    }
+
+    /// Only events matching `filter` (the position still advances over the
+    /// whole log).
+    pub fn with_filter(mut self, filter: LogFilter) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// The position after the last event returned.
+    pub fn position(&self) -> Position {
+        self.after
+    }
+
+    /// Moves the cursor (after a resynchronisation).
+    pub fn seek(&mut self, after: Position) {
+        self.after = after;
+    }
+
+    /// The next events, if any are available now.
+    pub async fn try_next_batch(&mut self) -> Result<Vec<RecordedEvent>, StoreError> {
+        let batch = self
+            .store
+            .read_log(self.after, &self.filter, self.batch_size)
+            .await?;
+        if let Some(last) = batch.last() {
+            self.after = last.position;
+        }
+        Ok(batch)
+    }
+
+    /// The next non-empty batch, waiting as long as it takes.
+    pub async fn next_batch(&mut self) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut pause = HORIZON_PAUSE_MIN;
+        loop {
+            // Mark before reading, so a notification during the read is not lost.
+            self.wakeups.borrow_and_update();
+            let batch = self.try_next_batch().await?;
+            if !batch.is_empty() {
+                return Ok(batch);
+            }
+            if self.store.pending_beyond_horizon().await? {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(HORIZON_PAUSE_MAX);
+                continue;
+            }
+            pause = HORIZON_PAUSE_MIN;
+            tokio::select! {
+                changed = self.wakeups.changed() => {
+                    if changed.is_err() {
+                        // listener gone: fall back to polling
+                        tokio::time::sleep(POLL_INTERVAL).await;
+                    }
+                }
+                _ = tokio::time::sleep(POLL_INTERVAL) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,700 @@
+//! Appending to and reading from the event log.
+//!
+//! An append is one SQL statement, so one short implicit transaction and one
+//! round trip: data-modifying CTEs insert the events, record the command id,
+//! and take or release unique claims together, all or nothing. Concurrency is
+//! optimistic: `unique (stream_id, version)` lets only one of two writers at
+//! the same version commit, and the loser gets [`StoreError::Conflict`].
+//! No counter row, no table lock: writers to different streams never wait for
+//! each other.
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use crate::error::StoreError;
+use crate::event::{Metadata, NewEvent, RecordedEvent};
+use crate::notify::Notifier;
+use crate::position::Position;
+
+/// What a writer expects the stream to be at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// Whatever it is: append after the current last event.
+    Any,
+    /// The stream must not exist yet.
+    NoStream,
+    /// The stream's last event must have exactly this version.
+    Exact(u64),
+}
+
+impl std::fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExpectedVersion::Any => f.write_str("any version"),
+            ExpectedVersion::NoStream => f.write_str("no stream"),
+            ExpectedVersion::Exact(n) => write!(f, "version {n}"),
+        }
+    }
+}
+
+/// A unique value taken or given back together with an append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimChange {
+    /// `email`, `sku`.
+    pub kind: String,
+    /// The normalised value.
+    pub value: String,
+    /// Take it (true) or release it (false).
+    pub take: bool,
+}
+
+/// Everything one append writes.
+#[derive(Debug, Clone, Copy)]
+pub struct AppendRequest<'a> {
+    /// `order-<uuid>`, ...
+    pub stream_id: &'a str,
+    /// `user`, `product`, `order`.
+    pub stream_type: &'a str,
+    /// Optimistic concurrency check.
+    pub expected: ExpectedVersion,
+    /// The events, in order.
+    pub events: &'a [NewEvent],
+    /// Stored with every event; its `command_id` makes the append idempotent.
+    pub metadata: &'a Metadata,
+    /// Unique values taken or released in the same transaction.
+    pub claims: &'a [ClaimChange],
+}
+
+/// The result of an append (or of the first execution of a command id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The stream appended to.
+    pub stream_id: String,
+    /// Version of the first event written.
+    pub first_version: u64,
+    /// Version of the last event written: the stream's version afterwards.
+    pub last_version: u64,
+    /// Position of the last event written.
+    pub position: Position,
+    /// When it was written.
+    pub recorded_at: DateTime<Utc>,
+    /// True when the command id had already been executed: nothing was
+    /// appended and this is the first execution's result.
+    pub replayed: bool,
+}
+
+/// How far back to fold a stream for time travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    /// Up to and including this position.
+    Position(Position),
+    /// Up to and including this time.
+    Time(DateTime<Utc>),
+}
+
+/// Filters of the audit query over the log (`ordo events`, `GET /events`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogFilter {
+    /// One stream.
+    pub stream_id: Option<String>,
+    /// One stream type.
+    pub stream_type: Option<String>,
+    /// One event type.
+    pub event_type: Option<String>,
+    /// One correlation id.
+    pub correlation_id: Option<Uuid>,
+    /// Recorded at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Recorded before.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// What holds the log's horizon back: the oldest transaction still running.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Horizon {
+    /// Transactions below this id are finished; readers read below it.
+    pub xmin: u64,
+    /// The oldest transaction holding a transaction id, if any.
+    pub holder: Option<HorizonHolder>,
+}
+
+/// The backend whose transaction is the oldest in flight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HorizonHolder {
+    /// Its process id (`pg_terminate_backend(pid)` ends it).
+    pub pid: i32,
+    /// Its database.
+    pub database: Option<String>,
+    /// How long its transaction has been open.
+    pub age_seconds: f64,
+    /// `active`, `idle in transaction`, ...
+    pub state: Option<String>,
+    /// The start of what it is running.
+    pub query: Option<String>,
+}
+
+/// The event store: a pool plus the notifier that wakes readers after appends.
+#[derive(Clone)]
+pub struct EventStore {
+    pool: deadpool_postgres::Pool,
+    notifier: Notifier,
+}
+
+impl std::fmt::Debug for EventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStore").finish_non_exhaustive()
+    }
+}
+
+/// How many times an `Any` append re-reads the stream's version after losing a
+/// race before reporting the conflict.
+const ANY_RETRIES: usize = 16;
+
+impl EventStore {
+    /// A store on `pool`. Must be called inside a tokio runtime (it starts the
+    /// notifier task).
+    pub fn new(pool: deadpool_postgres::Pool) -> EventStore {
+        let notifier = Notifier::spawn(pool.clone());
+        EventStore { pool, notifier }
+    }
+
+    /// The pool, for queries of other crates.
+    pub fn pool(&self) -> &deadpool_postgres::Pool {
+        &self.pool
+    }
+
+    /// A pooled connection.
+    pub async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// Appends events to a stream in one transaction; see the module docs.
+    ///
+    /// With a `command_id` in the metadata that was already executed, nothing
+    /// is appended and the first result comes back with `replayed: true`.
+    #[tracing::instrument(level = "debug", skip_all, fields(stream_id = request.stream_id, events = request.events.len()))]
+    pub async fn append(&self, request: AppendRequest<'_>) -> Result<Appended, StoreError> {
+        if request.events.is_empty() {
+            return Err(StoreError::Internal(
+                "an append needs at least one event".into(),
+            ));
+        }
+        let client = self.pool.get().await?;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match append_once(&client, &request).await {
+                Err(StoreError::Conflict { .. })
+                    if request.expected == ExpectedVersion::Any && attempts < ANY_RETRIES =>
+                {
+                    continue
+                }
+                Ok(appended) => {
+                    if !appended.replayed {
+                        self.notifier.poke();
+                    }
+                    return Ok(appended);
+                }
+                Err(StoreError::AlreadyExecuted(done)) => return Ok(*done),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The result of a command id already executed, if it was.
+    pub async fn executed_command(&self, command_id: &str) -> Result<Option<Appended>, StoreError> {
+        let client = self.pool.get().await?;
+        find_command(&client, command_id).await
+    }
+
+    /// The current version of a stream (0 when it does not exist).
+    pub async fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached("select coalesce(max(version), 0) from events where stream_id = $1")
+            .await?;
+        let row = client.query_one(&statement, &[&stream_id]).await?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    /// Events of one stream with a version above `after_version`, in order, at
+    /// most `limit`.
+    pub async fn read_stream(
+        &self,
+        stream_id: &str,
+        after_version: u64,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let client = self.pool.get().await?;
+        let sql = format!(
+            "select {} from events where stream_id = $1 and version > $2 order by version limit $3",
+            RecordedEvent::COLUMNS
+        );
+        let statement = client.prepare_cached(&sql).await?;
+        let rows = client
+            .query(&statement, &[&stream_id, &(after_version as i64), &limit])
+            .await?;
+        rows.iter().map(RecordedEvent::from_row).collect()
+    }
+
+    /// Events of one stream as it stood at a position or time, in order.
+    pub async fn read_stream_as_of(
+        &self,
+        stream_id: &str,
+        as_of: AsOf,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = match as_of {
+            AsOf::Position(p) => {
+                let sql = format!(
+                    "select {} from events where stream_id = $1
+                       and (transaction_id, position) <= ($2::text::xid8, $3)
+                     order by version",
+                    RecordedEvent::COLUMNS
+                );
+                client
+                    .query(&sql, &[&stream_id, &p.transaction_sql(), &p.position])
+                    .await?
+            }
+            AsOf::Time(t) => {
+                let sql = format!(
+                    "select {} from events where stream_id = $1 and recorded_at <= $2 order by version",
+                    RecordedEvent::COLUMNS
+                );
+                client.query(&sql, &[&stream_id, &t]).await?
+            }
+        };
+        rows.iter().map(RecordedEvent::from_row).collect()
+    }
+
+    /// Events after `after` in log order, at most `limit`, only below the
+    /// transaction horizon: what this returns never changes, and an event
+    /// committing later always sorts after it. See [`crate::position`].
+    pub async fn read_log(
+        &self,
+        after: Position,
+        filter: &LogFilter,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let client = self.pool.get().await?;
+        read_log(&client, after, filter, limit).await
+    }
+
+    /// True when events have committed beyond the horizon: a reader that found
+    /// nothing should look again soon rather than wait for a notification.
+    pub async fn pending_beyond_horizon(&self) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(
+                "select exists (select 1 from events
+                  where transaction_id >= pg_snapshot_xmin(pg_current_snapshot()))",
+            )
+            .await?;
+        Ok(client.query_one(&statement, &[]).await?.get(0))
+    }
+
+    /// The last position of the whole log (committed, below the horizon or not).
+    pub async fn head(&self) -> Result<Position, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "select transaction_id::text as transaction_text, position from events
+                  order by transaction_id desc, position desc limit 1",
+                &[],
+            )
+            .await?;
+        Ok(match row {
+            Some(row) => position_from(&row, 0, 1)?,
+            None => Position::START,
+        })
+    }
+
+    /// Where the horizon is and who holds it.
+    pub async fn horizon(&self) -> Result<Horizon, StoreError> {
+        let client = self.pool.get().await?;
+        let xmin: String = client
+            .query_one("select pg_snapshot_xmin(pg_current_snapshot())::text", &[])
+            .await?
+            .get(0);
+        let holder = client
+            .query_opt(
+                "select pid, datname::text, extract(epoch from now() - xact_start)::float8,
+                        state, left(query, 200)
+                   from pg_stat_activity
+                  where backend_xid is not null and pid <> pg_backend_pid()
+                  order by age(backend_xid) desc
+                  limit 1",
+                &[],
+            )
+            .await?
+            .map(|row| HorizonHolder {
+                pid: row.get(0),
+                database: row.get(1),
+                age_seconds: row.get::<_, Option<f64>>(2).unwrap_or(0.0),
+                state: row.get(3),
+                query: row.get(4),
+            });
+        Ok(Horizon {
+            xmin: xmin.parse().unwrap_or(0),
+            holder,
+        })
+    }
+
+    /// The position of an event, by id.
+    pub async fn position_of(&self, event_id: Uuid) -> Result<Option<Position>, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached("select transaction_id::text, position from events where event_id = $1")
+            .await?;
+        match client.query_opt(&statement, &[&event_id]).await? {
+            Some(row) => Ok(Some(position_from(&row, 0, 1)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The stored snapshot of a stream in the given layout, if any.
+    pub async fn load_snapshot(
+        &self,
+        stream_id: &str,
+        state_format: &str,
+    ) -> Result<Option<(u64, serde_json::Value)>, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(
+                "select version, state from snapshots where stream_id = $1 and state_format = $2",
+            )
+            .await?;
+        Ok(client
+            .query_opt(&statement, &[&stream_id, &state_format])
+            .await?
+            .map(|row| (row.get::<_, i64>(0) as u64, row.get(1))))
+    }
+
+    /// Stores a snapshot unless a newer one is there.
+    pub async fn save_snapshot(
+        &self,
+        stream_id: &str,
+        version: u64,
+        state_format: &str,
+        state: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(
+                "insert into snapshots (stream_id, version, state_format, state)
+                 values ($1, $2, $3, $4)
+                 on conflict (stream_id) do update
+                   set version = excluded.version, state_format = excluded.state_format,
+                       state = excluded.state, taken_at = now()
+                 where snapshots.version < excluded.version
+                    or snapshots.state_format <> excluded.state_format",
+            )
+            .await?;
+        client
+            .execute(
+                &statement,
+                &[&stream_id, &(version as i64), &state_format, state],
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+fn position_from(row: &tokio_postgres::Row, tx: usize, pos: usize) -> Result<Position, StoreError> {
+    let transaction: String = row.try_get(tx)?;
+    let transaction_id = transaction
+        .parse()
+        .map_err(|_| StoreError::Internal(format!("unexpected transaction id {transaction:?}")))?;
+    Ok(Position::new(transaction_id, row.try_get(pos)?))
+}
+
+/// The append statement for one combination of optional parts. Parameters:
+/// `$1` stream id, `$2` stream type, `$3` expected version (null: any),
+/// `$4..$7` event ids, types, schema versions and payloads, `$8` metadata,
+/// `$9` correlation id, then the command id and the claim arrays when present.
+fn append_sql(with_command: bool, with_takes: bool, with_releases: bool) -> String {
+    let mut sql = String::from(
+        "with current as (
+             select coalesce(max(version), 0) as version from events where stream_id = $1
+         ),
+         appended as (
+             insert into events (event_id, stream_id, stream_type, version, type, schema_version,
+                                 data, metadata, correlation_id)
+             select e.event_id, $1, $2, current.version + e.n, e.type, e.schema_version,
+                    e.data, $8, $9
+               from current,
+                    unnest($4::uuid[], $5::text[], $6::int4[], $7::jsonb[])
+                        with ordinality as e(event_id, type, schema_version, data, n)
+              where $3::bigint is null or $3::bigint = current.version
+             returning position, version, transaction_id, recorded_at
+         )",
+    );
+    let mut next = 10;
+    if with_command {
+        sql.push_str(&format!(
+            ",
+         recorded as (
+             insert into commands (command_id, stream_id, first_version, last_version, last_position)
+             select ${next}, $1, min(version), max(version), max(position) from appended
+             having count(*) > 0
+             returning 1
+         )"
+        ));
+        next += 1;
+    }
+    if with_takes {
+        let (kinds, values) = (next, next + 1);
+        sql.push_str(&format!(
+            ",
+         claimed as (
+             insert into unique_claims (kind, value, stream_id)
+             select c.kind, c.value, $1 from unnest(${kinds}::text[], ${values}::text[]) as c(kind, value)
+              where exists (select 1 from appended)
+             returning 1
+         )"
+        ));
+        next += 2;
+    }
+    if with_releases {
+        let (kinds, values) = (next, next + 1);
+        sql.push_str(&format!(
+            ",
+         released as (
+             delete from unique_claims u
+              using unnest(${kinds}::text[], ${values}::text[]) as c(kind, value)
+              where u.kind = c.kind and u.value = c.value and u.stream_id = $1
+                and exists (select 1 from appended)
+             returning 1
+         )"
+        ));
+    }
+    sql.push_str(
+        "
+         select version, position, transaction_id::text, recorded_at from appended order by position",
+    );
+    sql
+}
+
+async fn append_once(
+    client: &deadpool_postgres::Object,
+    request: &AppendRequest<'_>,
+) -> Result<Appended, StoreError> {
+    let command_id = request.metadata.command_id.as_deref();
+    if let Some(command_id) = command_id {
+        if let Some(done) = find_command(client, command_id).await? {
+            return Ok(done);
+        }
+    }
+    let takes: Vec<&ClaimChange> = request.claims.iter().filter(|c| c.take).collect();
+    let releases: Vec<&ClaimChange> = request.claims.iter().filter(|c| !c.take).collect();
+    let sql = append_sql(
+        command_id.is_some(),
+        !takes.is_empty(),
+        !releases.is_empty(),
+    );
+    let statement = client.prepare_cached(&sql).await?;
+
+    let expected: Option<i64> = match request.expected {
+        ExpectedVersion::Any => None,
+        ExpectedVersion::NoStream => Some(0),
+        ExpectedVersion::Exact(n) => Some(n as i64),
+    };
+    let ids: Vec<Uuid> = request.events.iter().map(|e| e.event_id).collect();
+    let types: Vec<&str> = request
+        .events
+        .iter()
+        .map(|e| e.event_type.as_str())
+        .collect();
+    let versions: Vec<i32> = request.events.iter().map(|e| e.schema_version).collect();
+    let data: Vec<&serde_json::Value> = request.events.iter().map(|e| &e.data).collect();
+    let metadata = serde_json::to_value(request.metadata)?;
+    let take_kinds: Vec<&str> = takes.iter().map(|c| c.kind.as_str()).collect();
+    let take_values: Vec<&str> = takes.iter().map(|c| c.value.as_str()).collect();
+    let release_kinds: Vec<&str> = releases.iter().map(|c| c.kind.as_str()).collect();
+    let release_values: Vec<&str> = releases.iter().map(|c| c.value.as_str()).collect();
+
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+        &request.stream_id,
+        &request.stream_type,
+        &expected,
+        &ids,
+        &types,
+        &versions,
+        &data,
+        &metadata,
+        &request.metadata.correlation_id,
+    ];
+    if let Some(command_id) = &command_id {
+        params.push(command_id);
+    }
+    if !takes.is_empty() {
+        params.push(&take_kinds);
+        params.push(&take_values);
+    }
+    if !releases.is_empty() {
+        params.push(&release_kinds);
+        params.push(&release_values);
+    }
+
+    let rows = match client.query(&statement, &params).await {
+        Ok(rows) => rows,
+        Err(e) => return Err(append_error(client, request, e).await),
+    };
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+        // The version check filtered every row: the stream is elsewhere.
+        return Err(StoreError::Conflict {
+            stream_id: request.stream_id.to_owned(),
+            expected: request.expected.to_string(),
+        });
+    };
+    Ok(Appended {
+        stream_id: request.stream_id.to_owned(),
+        first_version: first.get::<_, i64>(0) as u64,
+        last_version: last.get::<_, i64>(0) as u64,
+        position: position_from(last, 2, 1)?,
+        recorded_at: last.get(3),
+        replayed: false,
+    })
+}
+
+/// Turns a failed append into the error its cause deserves.
+async fn append_error(
+    client: &deadpool_postgres::Object,
+    request: &AppendRequest<'_>,
+    e: tokio_postgres::Error,
+) -> StoreError {
+    if e.code() != Some(&SqlState::UNIQUE_VIOLATION) {
+        return StoreError::Database(e);
+    }
+    let constraint = e
+        .as_db_error()
+        .and_then(|db| db.constraint())
+        .unwrap_or_default()
+        .to_owned();
+    match constraint.as_str() {
+        "events_stream_version_key" => StoreError::Conflict {
+            stream_id: request.stream_id.to_owned(),
+            expected: request.expected.to_string(),
+        },
+        "commands_pkey" => {
+            // The same command committed concurrently: answer with its result.
+            let command_id = request.metadata.command_id.as_deref().unwrap_or_default();
+            match find_command(client, command_id).await {
+                Ok(Some(done)) => StoreError::AlreadyExecuted(Box::new(done)),
+                Ok(None) => StoreError::Database(e),
+                Err(other) => other,
+            }
+        }
+        "unique_claims_pkey" => {
+            let taken = request.claims.iter().filter(|c| c.take);
+            for claim in taken {
+                let holder = client
+                    .query_opt(
+                        "select stream_id from unique_claims where kind = $1 and value = $2",
+                        &[&claim.kind, &claim.value],
+                    )
+                    .await;
+                if let Ok(Some(row)) = holder {
+                    if row.get::<_, String>(0) != request.stream_id {
+                        return StoreError::Duplicate {
+                            kind: claim.kind.clone(),
+                            value: claim.value.clone(),
+                        };
+                    }
+                }
+            }
+            // Taken by this very stream, or released again since: retryable.
+            StoreError::Conflict {
+                stream_id: request.stream_id.to_owned(),
+                expected: request.expected.to_string(),
+            }
+        }
+        _ => StoreError::Database(e),
+    }
+}
+
+async fn find_command(
+    client: &deadpool_postgres::Object,
+    command_id: &str,
+) -> Result<Option<Appended>, StoreError> {
+    let statement = client
+        .prepare_cached(
+            "select stream_id, first_version, last_version, transaction_id::text, last_position, recorded_at
+               from commands where command_id = $1",
+        )
+        .await?;
+    match client.query_opt(&statement, &[&command_id]).await? {
+        None => Ok(None),
+        Some(row) => Ok(Some(Appended {
+            stream_id: row.get(0),
+            first_version: row.get::<_, i64>(1) as u64,
+            last_version: row.get::<_, i64>(2) as u64,
+            position: position_from(&row, 3, 4)?,
+            recorded_at: row.get(5),
+            replayed: true,
+        })),
+    }
+}
+
+/// The log query behind [`EventStore::read_log`], on a given connection.
+pub async fn read_log(
+    client: &tokio_postgres::Client,
+    after: Position,
+    filter: &LogFilter,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let after_tx = after.transaction_sql();
+    let mut sql = format!(
+        "select {} from events
+          where (transaction_id, position) > ($1::text::xid8, $2)
+            and transaction_id < pg_snapshot_xmin(pg_current_snapshot())",
+        RecordedEvent::COLUMNS
+    );
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&after_tx, &after.position, &limit];
+    if let Some(stream_id) = &filter.stream_id {
+        params.push(stream_id);
+        sql.push_str(&format!(" and stream_id = ${}", params.len()));
+    }
+    if let Some(stream_type) = &filter.stream_type {
+        params.push(stream_type);
+        sql.push_str(&format!(" and stream_type = ${}", params.len()));
+    }
+    if let Some(event_type) = &filter.event_type {
+        params.push(event_type);
+        sql.push_str(&format!(" and type = ${}", params.len()));
+    }
+    if let Some(correlation_id) = &filter.correlation_id {
+        params.push(correlation_id);
+        sql.push_str(&format!(" and correlation_id = ${}", params.len()));
+    }
+    if let Some(since) = &filter.since {
+        params.push(since);
+        sql.push_str(&format!(" and recorded_at >= ${}", params.len()));
+    }
+    if let Some(until) = &filter.until {
+        params.push(until);
+        sql.push_str(&format!(" and recorded_at < ${}", params.len()));
+    }
+    sql.push_str(" order by transaction_id, position limit $3");
+    let rows = client.query(&sql, &params).await?;
+    rows.iter().map(RecordedEvent::from_row).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_statements_number_their_parameters_in_order() {
+        let all = append_sql(true, true, true);
+        for n in 1..=15 {
+            assert!(all.contains(&format!("${n}")), "${n} missing");
+        }
+        assert!(!all.contains("$16"));
+        let takes_only = append_sql(false, true, false);
+        assert!(takes_only.contains("$10::text[], $11::text[]"));
+        assert!(!takes_only.contains("$12"));
+    }
+}

@@ -1,0 +1,520 @@
+//! The event store against a real PostgreSQL: optimistic concurrency, unique
+//! claims, idempotent commands, and a reader that never skips under load.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use eventstore::follow::LogFollower;
+use eventstore::notify::LogListener;
+use eventstore::store::{ClaimChange, LogFilter};
+use eventstore::{
+    AppendRequest, EventStore, ExpectedVersion, Metadata, NewEvent, Position, StoreError,
+};
+use serde_json::json;
+use test_support::TestEnv;
+use uuid::Uuid;
+
+fn event(n: usize) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::new_v4(),
+        event_type: "ProductRestocked".into(),
+        schema_version: 1,
+        data: json!({ "quantity": n }),
+    }
+}
+
+async fn append(
+    store: &EventStore,
+    stream: &str,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+    metadata: &Metadata,
+    claims: &[ClaimChange],
+) -> Result<eventstore::Appended, StoreError> {
+    store
+        .append(AppendRequest {
+            stream_id: stream,
+            stream_type: "product",
+            expected,
+            events,
+            metadata,
+            claims,
+        })
+        .await
+}
+
+#[tokio::test]
+async fn appends_and_reads_back_in_order() {
+    let env = TestEnv::new().await;
+    let store = EventStore::new(env.pool.clone());
+    let stream = format!("product-{}", Uuid::new_v4());
+    let none = Metadata::default();
+
+    let first = append(
+        &store,
+        &stream,
+        ExpectedVersion::NoStream,
+        &[event(1), event(2)],
+        &none,
+        &[],
+    )
+    .await
+    .expect("first append");
+    assert_eq!((first.first_version, first.last_version), (1, 2));
+    let again = append(
+        &store,
+        &stream,
+        ExpectedVersion::NoStream,
+        &[event(3)],
+        &none,
+        &[],
+    )
+    .await;
+    assert!(
+        matches!(again, Err(StoreError::Conflict { .. })),
+        "{again:?}"
+    );
+    // Expecting a version the stream has not reached is a conflict too, not a gap.
+    let ahead = append(
+        &store,
+        &stream,
+        ExpectedVersion::Exact(5),
+        &[event(3)],
+        &none,
+        &[],
+    )
+    .await;
+    assert!(
+        matches!(ahead, Err(StoreError::Conflict { .. })),
+        "{ahead:?}"
+    );
+    let third = append(
+        &store,
+        &stream,
+        ExpectedVersion::Exact(2),
+        &[event(3)],
+        &none,
+        &[],
+    )
+    .await
+    .expect("exact append");
+    assert_eq!(third.last_version, 3);
+    let fourth = append(
+        &store,
+        &stream,
+        ExpectedVersion::Any,
+        &[event(4)],
+        &none,
+        &[],
+    )
+    .await
+    .expect("any append");
+    assert_eq!(fourth.last_version, 4);
+    assert!(fourth.position > third.position && third.position > first.position);
+
+    let events = store.read_stream(&stream, 0, 100).await.expect("read");
+    let quantities: Vec<_> = events.iter().map(|e| e.data["quantity"].as_u64()).collect();
+    assert_eq!(quantities, vec![Some(1), Some(2), Some(3), Some(4)]);
+    assert_eq!(
+        events.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    assert_eq!(
+        store
+            .read_stream(&stream, 2, 100)
+            .await
+            .expect("read")
+            .len(),
+        2
+    );
+    assert_eq!(store.stream_version(&stream).await.expect("version"), 4);
+
+    let as_of = store
+        .read_stream_as_of(&stream, eventstore::store::AsOf::Position(first.position))
+        .await
+        .expect("as of");
+    assert_eq!(
+        as_of.len(),
+        2,
+        "the stream as it stood after the first append"
+    );
+}
+
+#[tokio::test]
+async fn sixteen_writers_at_one_version_each_version_is_taken_once() {
+    let env = TestEnv::new().await;
+    let store = EventStore::new(env.pool.clone());
+    let stream = format!("product-{}", Uuid::new_v4());
+    append(
+        &store,
+        &stream,
+        ExpectedVersion::NoStream,
+        &[event(0)],
+        &Metadata::default(),
+        &[],
+    )
+    .await
+    .expect("seed");
+
+    // Each task keeps trying to append at the version it last saw, 5 times.
+    let mut tasks = Vec::new();
+    for writer in 0..16 {
+        let store = store.clone();
+        let stream = stream.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut won, mut conflicts) = (Vec::new(), 0);
+            for _ in 0..5 {
+                let version = store.stream_version(&stream).await.expect("version");
+                match append(
+                    &store,
+                    &stream,
+                    ExpectedVersion::Exact(version),
+                    &[event(writer)],
+                    &Metadata::default(),
+                    &[],
+                )
+                .await
+                {
+                    Ok(appended) => won.push(appended.last_version),
+                    Err(StoreError::Conflict { .. }) => conflicts += 1,
+                    Err(e) => panic!("unexpected error: {e}"),
+                }
+            }
+            (won, conflicts)
+        }));
+    }
+    let mut versions = Vec::new();
+    let mut conflicts = 0;
+    for task in tasks {
+        let (won, lost) = task.await.expect("task");
+        versions.extend(won);
+        conflicts += lost;
+    }
+    versions.sort_unstable();
+    let expected: Vec<u64> = (2..2 + versions.len() as u64).collect();
+    assert_eq!(
+        versions, expected,
+        "every version taken exactly once, no gaps"
+    );
+    assert_eq!(
+        versions.len() + conflicts,
+        80,
+        "every attempt either won or got Conflict"
+    );
+    assert!(conflicts > 0, "16 writers on one stream must collide");
+    let stored = store.read_stream(&stream, 0, 1000).await.expect("read");
+    assert_eq!(stored.len(), versions.len() + 1);
+}
+
+#[tokio::test]
+async fn a_unique_value_claimed_twice_at_once_goes_to_exactly_one() {
+    let env = TestEnv::new().await;
+    let store = EventStore::new(env.pool.clone());
+    for round in 0..20 {
+        let email = format!("someone{round}@example.com");
+        let claim = vec![ClaimChange {
+            kind: "email".into(),
+            value: email.clone(),
+            take: true,
+        }];
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let attempt = |store: EventStore,
+                       claim: Vec<ClaimChange>,
+                       barrier: Arc<tokio::sync::Barrier>| async move {
+            let stream = format!("user-{}", Uuid::new_v4());
+            barrier.wait().await;
+            append(
+                &store,
+                &stream,
+                ExpectedVersion::NoStream,
+                &[event(1)],
+                &Metadata::default(),
+                &claim,
+            )
+            .await
+        };
+        let (a, b) = tokio::join!(
+            tokio::spawn(attempt(store.clone(), claim.clone(), barrier.clone())),
+            tokio::spawn(attempt(store.clone(), claim.clone(), barrier.clone())),
+        );
+        let results = [a.expect("task"), b.expect("task")];
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(ok, 1, "round {round}: {results:?}");
+        let duplicate = results
+            .iter()
+            .find_map(|r| r.as_ref().err())
+            .expect("one failed");
+        assert!(
+            matches!(duplicate, StoreError::Duplicate { kind, value } if kind == "email" && *value == email),
+            "{duplicate:?}"
+        );
+    }
+    // A failed claim appended nothing.
+    let count: i64 = env
+        .client()
+        .await
+        .query_one("select count(*) from events", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(count, 20);
+}
+
+#[tokio::test]
+async fn releasing_a_claim_frees_the_value() {
+    let env = TestEnv::new().await;
+    let store = EventStore::new(env.pool.clone());
+    let (a, b) = (
+        format!("user-{}", Uuid::new_v4()),
+        format!("user-{}", Uuid::new_v4()),
+    );
+    let take = |t| {
+        vec![ClaimChange {
+            kind: "email".into(),
+            value: "x@y.z".into(),
+            take: t,
+        }]
+    };
+    let none = Metadata::default();
+    append(
+        &store,
+        &a,
+        ExpectedVersion::NoStream,
+        &[event(1)],
+        &none,
+        &take(true),
+    )
+    .await
+    .expect("a takes");
+    let refused = append(
+        &store,
+        &b,
+        ExpectedVersion::NoStream,
+        &[event(1)],
+        &none,
+        &take(true),
+    )
+    .await;
+    assert!(matches!(refused, Err(StoreError::Duplicate { .. })));
+    // Only the holder can release it.
+    append(
+        &store,
+        &b,
+        ExpectedVersion::NoStream,
+        &[event(1)],
+        &none,
+        &take(false),
+    )
+    .await
+    .expect("b appends");
+    let still = append(
+        &store,
+        &b,
+        ExpectedVersion::Any,
+        &[event(2)],
+        &none,
+        &take(true),
+    )
+    .await;
+    assert!(matches!(still, Err(StoreError::Duplicate { .. })));
+    append(
+        &store,
+        &a,
+        ExpectedVersion::Any,
+        &[event(2)],
+        &none,
+        &take(false),
+    )
+    .await
+    .expect("a releases");
+    append(
+        &store,
+        &b,
+        ExpectedVersion::Any,
+        &[event(3)],
+        &none,
+        &take(true),
+    )
+    .await
+    .expect("b takes");
+}
+
+#[tokio::test]
+async fn the_same_command_id_twice_appends_once() {
+    let env = TestEnv::new().await;
+    let store = EventStore::new(env.pool.clone());
+    let stream = format!("product-{}", Uuid::new_v4());
+    append(
+        &store,
+        &stream,
+        ExpectedVersion::NoStream,
+        &[event(0)],
+        &Metadata::default(),
+        &[],
+    )
+    .await
+    .expect("seed");
+
+    // Sequentially: the retry returns the first result.
+    let metadata = Metadata {
+        command_id: Some("cmd-1".into()),
+        ..Metadata::default()
+    };
+    let first = append(
+        &store,
+        &stream,
+        ExpectedVersion::Exact(1),
+        &[event(1)],
+        &metadata,
+        &[],
+    )
+    .await
+    .expect("first");
+    let retry = append(
+        &store,
+        &stream,
+        ExpectedVersion::Exact(1),
+        &[event(1)],
+        &metadata,
+        &[],
+    )
+    .await
+    .expect("retry");
+    assert!(!first.replayed && retry.replayed);
+    assert_eq!(
+        (retry.first_version, retry.last_version, retry.position),
+        (2, 2, first.position)
+    );
+
+    // Concurrently, 8 at once with `Any` (no version conflict to hide behind).
+    for round in 0..10 {
+        let metadata = Metadata {
+            command_id: Some(format!("cmd-c{round}")),
+            ..Metadata::default()
+        };
+        let barrier = Arc::new(tokio::sync::Barrier::new(8));
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let (store, stream, metadata, barrier) = (
+                store.clone(),
+                stream.clone(),
+                metadata.clone(),
+                barrier.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                append(
+                    &store,
+                    &stream,
+                    ExpectedVersion::Any,
+                    &[event(7), event(8)],
+                    &metadata,
+                    &[],
+                )
+                .await
+            }));
+        }
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(
+                task.await
+                    .expect("task")
+                    .expect("every caller gets a result"),
+            );
+        }
+        assert_eq!(
+            results.iter().filter(|r| !r.replayed).count(),
+            1,
+            "round {round}"
+        );
+        assert!(results
+            .windows(2)
+            .all(|w| w[0].position == w[1].position && w[0].last_version == w[1].last_version));
+    }
+    let stored = store.read_stream(&stream, 0, 1000).await.expect("read");
+    assert_eq!(
+        stored.len(),
+        1 + 1 + 10 * 2,
+        "one set of events per command id"
+    );
+}
+
+#[tokio::test]
+async fn a_follower_never_skips_events_that_commit_late() {
+    const WRITERS: usize = 32;
+    const EVENTS: usize = 20_000;
+    let env = TestEnv::new().await;
+    let pool = env.database_url.pool(WRITERS + 4).expect("pool");
+    let store = EventStore::new(pool);
+    let listener = LogListener::spawn(env.database_url.clone());
+
+    let reader = {
+        let mut follower = LogFollower::new(store.clone(), &listener, Position::START, 500);
+        tokio::spawn(async move {
+            let mut seen = Vec::with_capacity(EVENTS);
+            while seen.len() < EVENTS {
+                let batch =
+                    tokio::time::timeout(std::time::Duration::from_secs(60), follower.next_batch())
+                        .await
+                        .expect("the follower keeps up")
+                        .expect("read");
+                seen.extend(batch.into_iter().map(|e| (e.position, e.event_id)));
+            }
+            seen
+        })
+    };
+
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let store = store.clone();
+        // Shares that add up to EVENTS exactly.
+        let count = EVENTS * (w + 1) / WRITERS - EVENTS * w / WRITERS;
+        writers.push(tokio::spawn(async move {
+            use rand::Rng as _;
+            let streams: Vec<String> = (0..20)
+                .map(|_| format!("product-{}", Uuid::new_v4()))
+                .collect();
+            for i in 0..count {
+                let stream = &streams[rand::rng().random_range(0..streams.len())];
+                append(
+                    &store,
+                    stream,
+                    ExpectedVersion::Any,
+                    &[event(i)],
+                    &Metadata::default(),
+                    &[],
+                )
+                .await
+                .expect("append");
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let seen = reader.await.expect("reader");
+
+    let ids: HashSet<Uuid> = seen.iter().map(|(_, id)| *id).collect();
+    assert_eq!(ids.len(), EVENTS, "every event seen exactly once");
+    assert!(
+        seen.windows(2).all(|w| w[0].0 < w[1].0),
+        "positions strictly increase"
+    );
+
+    // A later full read gives the same order.
+    let mut full = Vec::new();
+    let mut after = Position::START;
+    loop {
+        let batch = store
+            .read_log(after, &LogFilter::default(), 5000)
+            .await
+            .expect("read");
+        let Some(last) = batch.last() else { break };
+        after = last.position;
+        full.extend(batch.into_iter().map(|e| (e.position, e.event_id)));
+    }
+    assert_eq!(
+        full, seen,
+        "the order seen while writing equals a later full read"
+    );
+}
