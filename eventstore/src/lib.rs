@@ -6,6 +6,7 @@
 //! - [`event`]: events as stored and read back, with their metadata.
 //! - [`store`]: [`EventStore`]: appends, stream and log reads, snapshots.
 //! - [`follow`]: a cursor following the log in order, waiting for more.
+//! - [`executor`]: load, decide, append, retry on conflict.
 //! - [`notify`]: waking log readers after appends, without serialising writers.
 //! - [`envelope`]: the CloudEvents envelope users and subscribers see.
 //! - [`nats`]: connecting to NATS and the JetStream stream events go to.
@@ -15,6 +16,7 @@ pub mod db;
 pub mod envelope;
 pub mod error;
 pub mod event;
+pub mod executor;
 pub mod follow;
 pub mod migrations;
 pub mod nats;

@@ -1,0 +1,331 @@
+//! The command executor: load an aggregate, let the domain decide, append what
+//! it decided, and on a concurrent change start over from fresh state.
+//!
+//! Loading reads the latest snapshot of the stream (if one in this build's
+//! layout exists) and the events after it. Products see one event per
+//! reservation, so their streams grow long; a snapshot every
+//! [`SNAPSHOT_EVERY`] versions keeps a load to a handful of rows.
+
+use std::time::Duration;
+
+use domain::aggregate::Aggregate;
+use domain::event::{ClaimAction, DomainEvent};
+use rand::Rng as _;
+use uuid::Uuid;
+
+use crate::error::StoreError;
+use crate::event::{Metadata, NewEvent};
+use crate::position::Position;
+use crate::store::{AppendRequest, ClaimChange, EventStore, ExpectedVersion};
+
+/// Versions between snapshots.
+pub const SNAPSHOT_EVERY: u64 = 64;
+/// Bump when a state type changes meaning without changing shape, so old
+/// snapshots are ignored (a change of shape is noticed when decoding fails).
+const SNAPSHOT_LAYOUT: u32 = 1;
+/// Events read per round trip when loading.
+const LOAD_PAGE: i64 = 1000;
+/// Attempts on `Conflict` before giving up.
+const MAX_ATTEMPTS: u32 = 10;
+
+/// Where a command comes from: ids stored as the events' metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandContext {
+    /// Executing the same id again returns the first result and appends nothing.
+    pub command_id: Option<String>,
+    /// Shared by everything one request or order causes.
+    pub correlation_id: Option<Uuid>,
+    /// The event or request that caused this command.
+    pub causation_id: Option<Uuid>,
+    /// The request's trace id.
+    pub trace_id: Option<String>,
+}
+
+impl CommandContext {
+    fn metadata(&self) -> Metadata {
+        Metadata {
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            command_id: self.command_id.clone(),
+            trace_id: self.trace_id.clone(),
+        }
+    }
+}
+
+/// An aggregate as loaded from the store.
+#[derive(Debug, Clone)]
+pub struct Loaded<A: Aggregate> {
+    /// Its state after every event.
+    pub state: A::State,
+    /// Its version (0: no such stream).
+    pub version: u64,
+    /// Version of the snapshot it started from (0: none).
+    snapshot_version: u64,
+}
+
+/// What executing a command did.
+#[derive(Debug, Clone)]
+pub struct Executed<A: Aggregate> {
+    /// The stream.
+    pub stream_id: String,
+    /// The stream's version afterwards.
+    pub version: u64,
+    /// Position of the last event written; `None` when the command decided
+    /// nothing needed to change (no event).
+    pub position: Option<Position>,
+    /// The events written (empty for a replay or a no-op).
+    pub events: Vec<A::Event>,
+    /// The state afterwards.
+    pub state: A::State,
+    /// True when the command id had already been executed.
+    pub replayed: bool,
+}
+
+/// Why a command was not executed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError<E: std::error::Error + 'static> {
+    /// The domain refused it.
+    #[error(transparent)]
+    Rejected(E),
+    /// A unique value it needs is taken.
+    #[error("{kind} {value:?} is already taken")]
+    Duplicate {
+        /// `email`, `sku`.
+        kind: String,
+        /// The value.
+        value: String,
+    },
+    /// Other writers kept changing the stream; every attempt lost.
+    #[error("stream {stream_id} kept changing concurrently; try again")]
+    Conflict {
+        /// The contended stream.
+        stream_id: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl<E: std::error::Error + 'static> From<StoreError> for ExecuteError<E> {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Duplicate { kind, value } => ExecuteError::Duplicate { kind, value },
+            StoreError::Conflict { stream_id, .. } => ExecuteError::Conflict { stream_id },
+            other => ExecuteError::Store(other),
+        }
+    }
+}
+
+/// Executes commands against the store.
+#[derive(Debug, Clone)]
+pub struct Executor {
+    store: EventStore,
+}
+
+impl Executor {
+    /// An executor on `store`.
+    pub fn new(store: EventStore) -> Executor {
+        Executor { store }
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    /// Loads an aggregate: latest snapshot, then the events after it.
+    pub async fn load<A: Aggregate>(&self, stream_id: &str) -> Result<Loaded<A>, StoreError> {
+        let format = snapshot_format::<A>();
+        let (mut state, mut version) = match self.store.load_snapshot(stream_id, &format).await? {
+            Some((version, state)) => match serde_json::from_value::<A::State>(state) {
+                Ok(state) => (state, version),
+                Err(e) => {
+                    tracing::debug!(stream_id, error = %e, "ignoring unreadable snapshot");
+                    (A::State::default(), 0)
+                }
+            },
+            None => (A::State::default(), 0),
+        };
+        let snapshot_version = version;
+        loop {
+            let page = self
+                .store
+                .read_stream(stream_id, version, LOAD_PAGE)
+                .await?;
+            let full = page.len() as i64 == LOAD_PAGE;
+            for recorded in page {
+                let event = A::Event::from_stored(
+                    &recorded.event_type,
+                    u32::try_from(recorded.schema_version).unwrap_or(u32::MAX),
+                    recorded.data,
+                )
+                .map_err(|e| StoreError::Decode {
+                    event_id: recorded.event_id,
+                    event_type: recorded.event_type.clone(),
+                    schema_version: recorded.schema_version,
+                    reason: e.to_string(),
+                })?;
+                state = A::evolve(state, &event);
+                version = recorded.version;
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(Loaded {
+            state,
+            version,
+            snapshot_version,
+        })
+    }
+
+    /// Loads, decides and appends, retrying from fresh state on `Conflict` up
+    /// to a bound, with jittered pauses so contending writers spread out.
+    #[tracing::instrument(level = "debug", skip_all, fields(stream_id, command_id = ctx.command_id.as_deref()))]
+    pub async fn execute<A: Aggregate>(
+        &self,
+        stream_id: &str,
+        command: A::Command,
+        ctx: &CommandContext,
+    ) -> Result<Executed<A>, ExecuteError<A::Error>> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self
+                .execute_once::<A>(stream_id, command.clone(), ctx)
+                .await
+            {
+                Err(ExecuteError::Conflict { .. }) if attempt < MAX_ATTEMPTS => {
+                    let ceiling = 1u64 << attempt.min(7);
+                    let pause = rand::rng().random_range(0..=ceiling);
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn execute_once<A: Aggregate>(
+        &self,
+        stream_id: &str,
+        command: A::Command,
+        ctx: &CommandContext,
+    ) -> Result<Executed<A>, ExecuteError<A::Error>> {
+        if let Some(command_id) = &ctx.command_id {
+            if let Some(done) = self.store.executed_command(command_id).await? {
+                return self.replay::<A>(stream_id, done).await;
+            }
+        }
+        let loaded = self.load::<A>(stream_id).await?;
+        let events = A::decide(&loaded.state, command).map_err(ExecuteError::Rejected)?;
+        if events.is_empty() {
+            // The same command may have committed between our check and our
+            // load (its effect is why nothing is left to do): answer as a retry.
+            if let Some(command_id) = &ctx.command_id {
+                if let Some(done) = self.store.executed_command(command_id).await? {
+                    return self.replay::<A>(stream_id, done).await;
+                }
+            }
+            return Ok(Executed {
+                stream_id: stream_id.to_owned(),
+                version: loaded.version,
+                position: None,
+                events,
+                state: loaded.state,
+                replayed: false,
+            });
+        }
+        let new_events: Vec<NewEvent> = events
+            .iter()
+            .map(|e| NewEvent {
+                event_id: Uuid::now_v7(),
+                event_type: e.event_type().to_owned(),
+                schema_version: e.schema_version() as i32,
+                data: e.to_data(),
+            })
+            .collect();
+        let claims: Vec<ClaimChange> = events
+            .iter()
+            .flat_map(DomainEvent::unique_claims)
+            .map(|c| ClaimChange {
+                kind: c.kind.as_str().to_owned(),
+                value: c.value,
+                take: c.action == ClaimAction::Take,
+            })
+            .collect();
+        let metadata = ctx.metadata();
+        let expected = match loaded.version {
+            0 => ExpectedVersion::NoStream,
+            n => ExpectedVersion::Exact(n),
+        };
+        let appended = self
+            .store
+            .append(AppendRequest {
+                stream_id,
+                stream_type: A::STREAM_TYPE.as_str(),
+                expected,
+                events: &new_events,
+                metadata: &metadata,
+                claims: &claims,
+            })
+            .await?;
+        if appended.replayed {
+            // The same command id committed concurrently.
+            return self.replay::<A>(stream_id, appended).await;
+        }
+        let state = events.iter().fold(loaded.state, A::evolve);
+        if appended.last_version - loaded.snapshot_version >= SNAPSHOT_EVERY {
+            self.snapshot::<A>(stream_id, appended.last_version, &state)
+                .await;
+        }
+        Ok(Executed {
+            stream_id: stream_id.to_owned(),
+            version: appended.last_version,
+            position: Some(appended.position),
+            events,
+            state,
+            replayed: false,
+        })
+    }
+
+    async fn replay<A: Aggregate>(
+        &self,
+        stream_id: &str,
+        done: crate::store::Appended,
+    ) -> Result<Executed<A>, ExecuteError<A::Error>> {
+        if done.stream_id != stream_id {
+            return Err(ExecuteError::Store(StoreError::Internal(format!(
+                "command id was already used for {}, not {stream_id}",
+                done.stream_id
+            ))));
+        }
+        let loaded = self.load::<A>(stream_id).await?;
+        Ok(Executed {
+            stream_id: stream_id.to_owned(),
+            version: done.last_version,
+            position: Some(done.position),
+            events: Vec::new(),
+            state: loaded.state,
+            replayed: true,
+        })
+    }
+
+    /// Best effort: a failed snapshot only costs the next load some reading.
+    async fn snapshot<A: Aggregate>(&self, stream_id: &str, version: u64, state: &A::State) {
+        let result = match serde_json::to_value(state) {
+            Ok(value) => {
+                self.store
+                    .save_snapshot(stream_id, version, &snapshot_format::<A>(), &value)
+                    .await
+            }
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(stream_id, error = %e, "could not store snapshot");
+        }
+    }
+}
+
+fn snapshot_format<A: Aggregate>() -> String {
+    format!("{}:{SNAPSHOT_LAYOUT}", A::STREAM_TYPE.as_str())
+}

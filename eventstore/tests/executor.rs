@@ -1,0 +1,252 @@
+//! The executor with the real domain: uniqueness, idempotency, retries on
+//! conflict, snapshots.
+
+use std::sync::Arc;
+
+use domain::ids::{OrderId, ProductId, UserId};
+use domain::product::{Product, ProductCommand};
+use domain::user::{User, UserCommand};
+use domain::values::{Email, Money, Name, Quantity, Sku};
+use eventstore::executor::{CommandContext, ExecuteError, Executor};
+use eventstore::EventStore;
+use test_support::TestEnv;
+use uuid::Uuid;
+
+fn register(email: &str) -> (String, UserCommand) {
+    let user_id = UserId::new(Uuid::new_v4());
+    let command = UserCommand::Register {
+        user_id,
+        email: Email::parse(email).expect("email"),
+        name: Name::parse("Ada").expect("name"),
+    };
+    (user_id.stream_id(), command)
+}
+
+async fn create_product(executor: &Executor, stock: u32) -> String {
+    let product_id = ProductId::new(Uuid::new_v4());
+    let command = ProductCommand::Create {
+        product_id,
+        sku: Sku::parse(&format!(
+            "SKU-{}",
+            &Uuid::new_v4().simple().to_string()[..8]
+        ))
+        .expect("sku"),
+        name: Name::parse("Widget").expect("name"),
+        price: Money::parse("19.99").expect("price"),
+        stock,
+    };
+    let stream = product_id.stream_id();
+    executor
+        .execute::<Product>(&stream, command, &CommandContext::default())
+        .await
+        .expect("create");
+    stream
+}
+
+#[tokio::test]
+async fn two_registrations_with_one_email_at_once_exactly_one_wins() {
+    let env = TestEnv::new().await;
+    let executor = Executor::new(EventStore::new(env.pool.clone()));
+    for round in 0..10 {
+        // Same address, different case: emails are unique case-insensitively.
+        let (a_stream, a) = register(&format!("Person{round}@Example.com"));
+        let (b_stream, b) = register(&format!("person{round}@example.COM"));
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let run = |stream: String, command: UserCommand| {
+            let (executor, barrier) = (executor.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                executor
+                    .execute::<User>(&stream, command, &CommandContext::default())
+                    .await
+            })
+        };
+        let (ra, rb) = tokio::join!(run(a_stream, a), run(b_stream, b));
+        let results = [ra.expect("task"), rb.expect("task")];
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "round {round}"
+        );
+        assert!(results
+            .iter()
+            .any(|r| matches!(r, Err(ExecuteError::Duplicate { kind, .. }) if kind == "email")));
+    }
+}
+
+#[tokio::test]
+async fn a_command_id_executed_twice_at_once_appends_one_set_of_events() {
+    let env = TestEnv::new().await;
+    let executor = Executor::new(EventStore::new(env.pool.clone()));
+    let product = create_product(&executor, 100).await;
+    let order_id = OrderId::new(Uuid::new_v4());
+    let ctx = CommandContext {
+        command_id: Some(format!("{order_id}:reserve:0")),
+        ..Default::default()
+    };
+    let command = ProductCommand::ReserveStock {
+        order_id,
+        quantity: Quantity::new(3).expect("qty"),
+    };
+
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let (executor, product, ctx, command) = (
+            executor.clone(),
+            product.clone(),
+            ctx.clone(),
+            command.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            executor.execute::<Product>(&product, command, &ctx).await
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.expect("task").expect("executed"));
+    }
+    assert_eq!(outcomes.iter().filter(|o| !o.replayed).count(), 1);
+    assert!(outcomes
+        .iter()
+        .all(|o| o.version == 2 && o.position == outcomes[0].position));
+
+    // Long after (no JetStream window involved): still one reservation.
+    let again = executor
+        .execute::<Product>(&product, command, &ctx)
+        .await
+        .expect("again");
+    assert!(again.replayed);
+    let loaded = executor.load::<Product>(&product).await.expect("load");
+    assert_eq!(
+        (
+            loaded.version,
+            loaded.state.reserved(),
+            loaded.state.available()
+        ),
+        (2, 3, 97)
+    );
+}
+
+#[tokio::test]
+async fn concurrent_commands_on_one_aggregate_all_land_through_retries() {
+    let env = TestEnv::new().await;
+    let executor = Executor::new(EventStore::new(env.pool.clone()));
+    let product = create_product(&executor, 0).await;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (executor, product) = (executor.clone(), product.clone());
+        tasks.push(tokio::spawn(async move {
+            let command = ProductCommand::Restock {
+                quantity: Quantity::new(1).expect("qty"),
+            };
+            executor
+                .execute::<Product>(&product, command, &CommandContext::default())
+                .await
+        }));
+    }
+    for task in tasks {
+        task.await
+            .expect("task")
+            .expect("restock lands after retrying");
+    }
+    let loaded = executor.load::<Product>(&product).await.expect("load");
+    assert_eq!((loaded.version, loaded.state.on_hand()), (9, 8));
+}
+
+#[tokio::test]
+async fn snapshots_give_the_same_state_as_a_full_fold() {
+    let env = TestEnv::new().await;
+    let store = EventStore::new(env.pool.clone());
+    let executor = Executor::new(store.clone());
+    let product = create_product(&executor, 1000).await;
+    for i in 0..150u32 {
+        let order_id = OrderId::new(Uuid::new_v4());
+        let quantity = Quantity::new(i % 5 + 1).expect("qty");
+        executor
+            .execute::<Product>(
+                &product,
+                ProductCommand::ReserveStock { order_id, quantity },
+                &CommandContext::default(),
+            )
+            .await
+            .expect("reserve");
+        if i % 3 == 0 {
+            executor
+                .execute::<Product>(
+                    &product,
+                    ProductCommand::ReleaseStock { order_id },
+                    &CommandContext::default(),
+                )
+                .await
+                .expect("release");
+        }
+    }
+    let with_snapshot = executor.load::<Product>(&product).await.expect("load");
+    let client = env.client().await;
+    let snapshots: i64 = client
+        .query_one(
+            "select count(*) from snapshots where stream_id = $1",
+            &[&product],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(snapshots, 1, "a long stream gets a snapshot");
+    client
+        .execute("delete from snapshots", &[])
+        .await
+        .expect("delete");
+    let folded = executor.load::<Product>(&product).await.expect("load");
+    assert_eq!(with_snapshot.state, folded.state);
+    assert_eq!(with_snapshot.version, folded.version);
+
+    // A snapshot in an unreadable layout is ignored, not trusted.
+    client
+        .execute(
+            "insert into snapshots (stream_id, version, state_format, state) values ($1, 5, 'product:1', '{\"garbage\": true}')",
+            &[&product],
+        )
+        .await
+        .expect("insert");
+    let recovered = executor.load::<Product>(&product).await.expect("load");
+    assert_eq!(recovered.state, folded.state);
+}
+
+#[tokio::test]
+async fn domain_refusals_append_nothing() {
+    let env = TestEnv::new().await;
+    let executor = Executor::new(EventStore::new(env.pool.clone()));
+    let product = create_product(&executor, 2).await;
+    let command = ProductCommand::ReserveStock {
+        order_id: OrderId::new(Uuid::new_v4()),
+        quantity: Quantity::new(3).expect("qty"),
+    };
+    let ctx = CommandContext {
+        command_id: Some("refused-once".into()),
+        ..Default::default()
+    };
+    let refused = executor
+        .execute::<Product>(&product, command.clone(), &ctx)
+        .await;
+    assert!(
+        matches!(refused, Err(ExecuteError::Rejected(_))),
+        "{refused:?}"
+    );
+    // A refusal records no command id: after a restock the same id may succeed.
+    executor
+        .execute::<Product>(
+            &product,
+            ProductCommand::Restock {
+                quantity: Quantity::new(5).expect("qty"),
+            },
+            &CommandContext::default(),
+        )
+        .await
+        .expect("restock");
+    let later = executor
+        .execute::<Product>(&product, command, &ctx)
+        .await
+        .expect("now it fits");
+    assert!(!later.replayed);
+    assert_eq!(later.version, 3);
+}
