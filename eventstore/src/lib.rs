@@ -8,6 +8,7 @@
 //! - [`follow`]: a cursor following the log in order, waiting for more.
 //! - [`executor`]: load, decide, append, retry on conflict.
 //! - [`notify`]: waking log readers after appends, without serialising writers.
+//! - [`relay`]: the one active publisher of the log to JetStream.
 //! - [`envelope`]: the CloudEvents envelope users and subscribers see.
 //! - [`nats`]: connecting to NATS and the JetStream stream events go to.
 //! - [`error`]: `StoreError`, what can go wrong.
@@ -22,6 +23,7 @@ pub mod migrations;
 pub mod nats;
 pub mod notify;
 pub mod position;
+pub mod relay;
 pub mod store;
 
 pub use db::DatabaseUrl;

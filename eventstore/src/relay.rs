@@ -1,0 +1,386 @@
+//! The relay: publishes every committed event to JetStream, once, in log order.
+//!
+//! - **One active relay.** Leadership is a PostgreSQL advisory lock held on a
+//!   dedicated connection. Standbys try for it every [`STANDBY_POLL`]; when
+//!   the leader's process dies its session ends, the lock is freed and a
+//!   standby takes over within that interval.
+//! - **In order, none twice.** Each message carries
+//!   `Nats-Expected-Last-Sequence`: the stream must be exactly where the relay
+//!   believes it is. Messages are pipelined (a whole batch in flight, acks
+//!   awaited together), yet if one is refused every later one is refused too,
+//!   so a retry can neither reorder nor repeat. Even two relays that both
+//!   believe they lead (a network partition) cannot interleave: the loser's
+//!   expectations fail and it resynchronises. `Nats-Msg-Id` (the event id)
+//!   with the 2-minute duplicate window is a second line of defence.
+//! - **Nothing lost.** The checkpoint is written after the acks. After any
+//!   failure or restart the relay resynchronises: it reads the stream's last
+//!   message, finds that event in the log, and continues right after it, so a
+//!   crash between publishing and checkpointing republishes nothing.
+//! - **NATS down** means retrying with backoff; the log is the truth and waits.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
+use tokio_util::sync::CancellationToken;
+
+use crate::db::DatabaseUrl;
+use crate::envelope::Envelope;
+use crate::error::StoreError;
+use crate::event::RecordedEvent;
+use crate::follow::LogFollower;
+use crate::nats::{ensure_stream, BusError, StreamName, SubjectPrefix};
+use crate::notify::LogListener;
+use crate::position::Position;
+use crate::store::EventStore;
+
+/// How often a standby tries to become the active relay.
+pub const STANDBY_POLL: Duration = Duration::from_secs(1);
+/// Longest pause between attempts while NATS or PostgreSQL is away.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Settings of a relay.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// The JetStream stream to feed.
+    pub stream: StreamName,
+    /// First token of every subject.
+    pub prefix: SubjectPrefix,
+    /// Events read and published per batch.
+    pub batch_size: i64,
+}
+
+impl RelayConfig {
+    /// Defaults for a stream and prefix.
+    pub fn new(stream: StreamName, prefix: SubjectPrefix) -> Self {
+        RelayConfig {
+            stream,
+            prefix,
+            batch_size: 2000,
+        }
+    }
+}
+
+/// Why a relay stopped for good (transient trouble is retried, not returned).
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The stream exists with other subjects.
+    #[error(transparent)]
+    Bus(BusError),
+}
+
+/// What went wrong in one leadership term; all of it is retried.
+#[derive(Debug, thiserror::Error)]
+enum TermError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("publishing: {0}")]
+    Publish(String),
+    #[error("lost the relay lock")]
+    LostLock,
+}
+
+/// The relay process.
+#[derive(Debug, Clone)]
+pub struct Relay {
+    store: EventStore,
+    url: DatabaseUrl,
+    jetstream: jetstream::Context,
+    listener: LogListener,
+    config: RelayConfig,
+}
+
+impl Relay {
+    /// A relay publishing `store`'s log through `jetstream`.
+    pub fn new(
+        store: EventStore,
+        url: DatabaseUrl,
+        jetstream: jetstream::Context,
+        listener: LogListener,
+        config: RelayConfig,
+    ) -> Relay {
+        Relay {
+            store,
+            url,
+            jetstream,
+            listener,
+            config,
+        }
+    }
+
+    /// The advisory lock key of this relay's stream: one leader per stream.
+    fn lock_key(&self) -> i64 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in format!("ordo.relay:{}", self.config.stream).bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        hash as i64
+    }
+
+    /// Runs until `shutdown`: stands by, leads, and recovers from failures.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), RelayError> {
+        let mut backoff = Duration::from_millis(100);
+        let mut announced_standby = false;
+        while !shutdown.is_cancelled() {
+            let lock = match self.try_lead().await {
+                Ok(Some(lock)) => lock,
+                Ok(None) => {
+                    if !announced_standby {
+                        tracing::info!(stream = %self.config.stream, "another relay is active; standing by");
+                        announced_standby = true;
+                    }
+                    metrics::gauge!("ordo_relay_active").set(0.0);
+                    sleep_or_stop(STANDBY_POLL, &shutdown).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "relay cannot reach PostgreSQL; retrying");
+                    sleep_or_stop(backoff, &shutdown).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            };
+            announced_standby = false;
+            tracing::info!(stream = %self.config.stream, "relay is active");
+            metrics::gauge!("ordo_relay_active").set(1.0);
+            match self.lead(&lock, &shutdown).await {
+                Ok(()) => return Ok(()),
+                Err(TermError::Bus(e @ BusError::StreamMismatch { .. })) => {
+                    return Err(RelayError::Bus(e));
+                }
+                Err(e) => {
+                    metrics::counter!("ordo_relay_failures_total").increment(1);
+                    tracing::warn!(error = %e, "relay interrupted; resynchronising");
+                    sleep_or_stop(backoff, &shutdown).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+            metrics::gauge!("ordo_relay_active").set(0.0);
+            // Dropping `lock` closes its session and frees the lock.
+        }
+        Ok(())
+    }
+
+    /// Takes the lock on a connection of its own, or says someone else has it.
+    async fn try_lead(&self) -> Result<Option<tokio_postgres::Client>, StoreError> {
+        let client = self.url.connect().await?;
+        let row = client
+            .query_one("select pg_try_advisory_lock($1)", &[&self.lock_key()])
+            .await?;
+        Ok(row.get::<_, bool>(0).then_some(client))
+    }
+
+    /// One leadership term: resynchronise, then publish until told to stop
+    /// or something fails.
+    async fn lead(
+        &self,
+        lock: &tokio_postgres::Client,
+        shutdown: &CancellationToken,
+    ) -> Result<(), TermError> {
+        let stream =
+            ensure_stream(&self.jetstream, &self.config.stream, &self.config.prefix).await?;
+        let (start, mut last_sequence) = self.resynchronise(stream).await?;
+        tracing::info!(after = %start, last_sequence, "relay resumes");
+        let mut follower = LogFollower::new(
+            self.store.clone(),
+            &self.listener,
+            start,
+            self.config.batch_size,
+        );
+        let mut lock_check = tokio::time::interval(STANDBY_POLL);
+        loop {
+            let batch = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = lock_check.tick() => {
+                    if lock.is_closed() {
+                        return Err(TermError::LostLock);
+                    }
+                    continue;
+                }
+                batch = follower.next_batch() => batch?,
+            };
+            if lock.is_closed() {
+                return Err(TermError::LostLock);
+            }
+            last_sequence = self.publish(&batch, last_sequence).await?;
+            if let Some(last) = batch.last() {
+                self.save_checkpoint(last.position).await?;
+                metrics::counter!("ordo_relay_published_total").increment(batch.len() as u64);
+                let lag = (chrono::Utc::now() - last.recorded_at)
+                    .num_milliseconds()
+                    .max(0);
+                metrics::gauge!("ordo_relay_lag_seconds").set(lag as f64 / 1000.0);
+            }
+        }
+    }
+
+    /// Publishes a batch in order, all in flight at once; returns the stream's
+    /// new last sequence.
+    async fn publish(&self, batch: &[RecordedEvent], last_sequence: u64) -> Result<u64, TermError> {
+        let mut acks = Vec::with_capacity(batch.len());
+        for (i, event) in batch.iter().enumerate() {
+            let (subject, message) = self.message(event, last_sequence + i as u64)?;
+            let ack = self
+                .jetstream
+                .send_publish(subject, message)
+                .await
+                .map_err(|e| TermError::Publish(e.to_string()))?;
+            acks.push(ack);
+        }
+        let mut expected = last_sequence;
+        for ack in acks {
+            match ack.await {
+                Ok(ack) if ack.sequence == expected + 1 && !ack.duplicate => expected += 1,
+                Ok(ack) => {
+                    return Err(TermError::Publish(format!(
+                        "stream answered sequence {} (duplicate: {}), expected {}",
+                        ack.sequence,
+                        ack.duplicate,
+                        expected + 1
+                    )))
+                }
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    return Err(TermError::Publish(
+                        "the stream moved under the relay (another publisher?)".into(),
+                    ))
+                }
+                Err(e) => return Err(TermError::Publish(e.to_string())),
+            }
+        }
+        Ok(expected)
+    }
+
+    /// The subject and message of one event.
+    fn message(
+        &self,
+        event: &RecordedEvent,
+        expected_last: u64,
+    ) -> Result<(String, PublishMessage), TermError> {
+        let envelope = Envelope::from_recorded(event);
+        let payload = serde_json::to_vec(&envelope).map_err(StoreError::from)?;
+        let subject =
+            self.config
+                .prefix
+                .subject(&event.stream_type, event.aggregate_id(), &event.event_type);
+        let message = PublishMessage::build()
+            .payload(payload.into())
+            .message_id(event.event_id.to_string())
+            .expected_last_sequence(expected_last);
+        Ok((subject, message))
+    }
+
+    /// Where to continue: the later of the stored checkpoint and the event
+    /// the stream's last message carries; and the stream's last sequence.
+    async fn resynchronise(
+        &self,
+        mut stream: jetstream::stream::Stream,
+    ) -> Result<(Position, u64), TermError> {
+        let mut checkpoint = self.load_checkpoint().await?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| TermError::Publish(e.to_string()))?;
+        let last_sequence = info.state.last_sequence;
+        if last_sequence == 0 {
+            return Ok((checkpoint, 0));
+        }
+        match stream.get_raw_message(last_sequence).await {
+            Ok(message) => {
+                let event_id = message
+                    .headers
+                    .get("Nats-Msg-Id")
+                    .and_then(|id| id.as_str().parse::<uuid::Uuid>().ok());
+                match event_id {
+                    Some(event_id) => match self.store.position_of(event_id).await? {
+                        Some(published) if published > checkpoint => {
+                            tracing::info!(%published, %checkpoint, "stream is ahead of the checkpoint");
+                            checkpoint = published;
+                            self.save_checkpoint(checkpoint).await?;
+                        }
+                        Some(_) => {}
+                        None => tracing::warn!(
+                            %event_id,
+                            "the stream's last message is not an event of this log; continuing from the checkpoint"
+                        ),
+                    },
+                    None => tracing::warn!(
+                        "the stream's last message has no event id; continuing from the checkpoint"
+                    ),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the stream's last message; continuing from the checkpoint")
+            }
+        }
+        Ok((checkpoint, last_sequence))
+    }
+
+    async fn load_checkpoint(&self) -> Result<Position, StoreError> {
+        let client = self.store.client().await?;
+        let row = client
+            .query_opt(
+                "select transaction_id::text, position from relay_checkpoints where stream_name = $1",
+                &[&self.config.stream.as_str()],
+            )
+            .await?;
+        Ok(match row {
+            Some(row) => Position::new(row.get::<_, String>(0).parse().unwrap_or(0), row.get(1)),
+            None => Position::START,
+        })
+    }
+
+    async fn save_checkpoint(&self, position: Position) -> Result<(), StoreError> {
+        let client = self.store.client().await?;
+        let statement = client
+            .prepare_cached(
+                "insert into relay_checkpoints (stream_name, transaction_id, position)
+                 values ($1, $2::text::xid8, $3)
+                 on conflict (stream_name) do update
+                   set transaction_id = excluded.transaction_id, position = excluded.position,
+                       updated_at = now()
+                 where (relay_checkpoints.transaction_id, relay_checkpoints.position)
+                     < (excluded.transaction_id, excluded.position)",
+            )
+            .await?;
+        client
+            .execute(
+                &statement,
+                &[
+                    &self.config.stream.as_str(),
+                    &position.transaction_sql(),
+                    &position.position,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// The relay's stored checkpoint for a stream (for `ordo status`).
+pub async fn checkpoint(
+    store: &EventStore,
+    stream: &StreamName,
+) -> Result<Option<(Position, chrono::DateTime<chrono::Utc>)>, StoreError> {
+    let client = store.client().await?;
+    let row = client
+        .query_opt(
+            "select transaction_id::text, position, updated_at from relay_checkpoints where stream_name = $1",
+            &[&stream.as_str()],
+        )
+        .await?;
+    Ok(row.map(|row| {
+        (
+            Position::new(row.get::<_, String>(0).parse().unwrap_or(0), row.get(1)),
+            row.get(2),
+        )
+    }))
+}
+
+async fn sleep_or_stop(pause: Duration, shutdown: &CancellationToken) {
+    tokio::select! {
+        _ = tokio::time::sleep(pause) => {}
+        _ = shutdown.cancelled() => {}
+    }
+}
