@@ -18,6 +18,8 @@
 //!   crash between publishing and checkpointing republishes nothing.
 //! - **NATS down** means retrying with backoff; the log is the truth and waits.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
@@ -81,9 +83,19 @@ enum TermError {
     LostLock,
 }
 
+/// What a relay is doing, for status pages and tests.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    /// True while this relay holds the lock and publishes.
+    pub active: AtomicBool,
+    /// Events this relay has published (acknowledged by JetStream).
+    pub published: AtomicU64,
+}
+
 /// The relay process.
 #[derive(Debug, Clone)]
 pub struct Relay {
+    stats: Arc<RelayStats>,
     store: EventStore,
     url: DatabaseUrl,
     jetstream: jetstream::Context,
@@ -101,12 +113,23 @@ impl Relay {
         config: RelayConfig,
     ) -> Relay {
         Relay {
+            stats: Arc::default(),
             store,
             url,
             jetstream,
             listener,
             config,
         }
+    }
+
+    /// Live figures of this relay.
+    pub fn stats(&self) -> Arc<RelayStats> {
+        self.stats.clone()
+    }
+
+    fn set_active(&self, active: bool) {
+        self.stats.active.store(active, Ordering::SeqCst);
+        metrics::gauge!("ordo_relay_active").set(if active { 1.0 } else { 0.0 });
     }
 
     /// The advisory lock key of this relay's stream: one leader per stream.
@@ -131,7 +154,7 @@ impl Relay {
                         tracing::info!(stream = %self.config.stream, "another relay is active; standing by");
                         announced_standby = true;
                     }
-                    metrics::gauge!("ordo_relay_active").set(0.0);
+                    self.set_active(false);
                     sleep_or_stop(STANDBY_POLL, &shutdown).await;
                     continue;
                 }
@@ -144,9 +167,12 @@ impl Relay {
             };
             announced_standby = false;
             tracing::info!(stream = %self.config.stream, "relay is active");
-            metrics::gauge!("ordo_relay_active").set(1.0);
+            self.set_active(true);
             match self.lead(&lock, &shutdown).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.set_active(false);
+                    return Ok(());
+                }
                 Err(TermError::Bus(e @ BusError::StreamMismatch { .. })) => {
                     return Err(RelayError::Bus(e));
                 }
@@ -157,7 +183,7 @@ impl Relay {
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
-            metrics::gauge!("ordo_relay_active").set(0.0);
+            self.set_active(false);
             // Dropping `lock` closes its session and frees the lock.
         }
         Ok(())
@@ -208,6 +234,9 @@ impl Relay {
             if let Some(last) = batch.last() {
                 self.save_checkpoint(last.position).await?;
                 metrics::counter!("ordo_relay_published_total").increment(batch.len() as u64);
+                self.stats
+                    .published
+                    .fetch_add(batch.len() as u64, Ordering::SeqCst);
                 let lag = (chrono::Utc::now() - last.recorded_at)
                     .num_milliseconds()
                     .max(0);

@@ -7,9 +7,14 @@
 //! [`TestDatabase`] is the database part alone, not yet created, for tests of
 //! creation and migration themselves.
 //!
+//! [`servers`] has what outage tests need: a private nats-server to kill and
+//! restart, a TCP proxy to cut, and a reader of a whole JetStream stream.
+//!
 //! The servers come from `DATABASE_URL` and `NATS_URL` (what `scripts/test`
 //! exports), defaulting to the local ones. Set `TEST_LOG=1` to see logs and
 //! `ORDO_TEST_KEEP=1` to keep the database and stream of a failing test.
+
+pub mod servers;
 
 use std::future::Future;
 use std::sync::Once;
@@ -134,6 +139,8 @@ pub struct TestEnv {
     pub prefix: SubjectPrefix,
     /// The id both names are made from, for anything else a test wants unique.
     pub id: String,
+    /// The NATS server this test uses.
+    pub nats_url: NatsUrl,
     // Declared last so it is dropped after the pool is closed.
     database: TestDatabase,
 }
@@ -151,6 +158,12 @@ impl std::fmt::Debug for TestEnv {
 impl TestEnv {
     /// A fresh migrated database, and a stream name and prefix nobody else uses.
     pub async fn new() -> TestEnv {
+        TestEnv::with_nats(nats_url()).await
+    }
+
+    /// The same, on a NATS server of the test's choosing (a private one it
+    /// will restart).
+    pub async fn with_nats(nats_url: NatsUrl) -> TestEnv {
         let database = TestDatabase::fresh();
         let id = database.id.clone();
         let database_url = database.url.clone();
@@ -160,7 +173,7 @@ impl TestEnv {
         let pool = database_url
             .pool(16)
             .unwrap_or_else(|e| panic!("test pool: {e}"));
-        let nats = eventstore::nats::connect(&nats_url(), "ordo-test")
+        let nats = eventstore::nats::connect(&nats_url, "ordo-test")
             .await
             .unwrap_or_else(|e| panic!("test NATS: {e}"));
         let jetstream = jetstream::new(nats.clone());
@@ -178,6 +191,7 @@ impl TestEnv {
             stream,
             prefix,
             id,
+            nats_url,
             database,
         }
     }
@@ -206,10 +220,11 @@ impl Drop for TestEnv {
             return;
         }
         let stream = self.stream.to_string();
+        let url = self.nats_url.clone();
         // A connection of its own: this test's client is driven by the test's
         // runtime, which is blocked while Drop runs.
         block_on_thread(async move {
-            if let Ok(client) = eventstore::nats::connect(&nats_url(), "ordo-test-cleanup").await {
+            if let Ok(client) = eventstore::nats::connect(&url, "ordo-test-cleanup").await {
                 // The stream may never have been created; a miss is fine.
                 let _ = jetstream::new(client).delete_stream(&stream).await;
             }

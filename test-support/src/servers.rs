@@ -1,0 +1,262 @@
+//! Servers a test owns: a private nats-server it may stop and restart, and a
+//! TCP proxy it may cut, so outage tests never touch the shared servers.
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+
+/// A free loopback port (bound and released; fine for tests).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+fn nats_server_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("ORDO_NATS_SERVER") {
+        return path.into();
+    }
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin", "/usr/local/bin"])
+    {
+        let candidate = PathBuf::from(dir).join("nats-server");
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "nats-server not found; install it (apt-get install nats-server) or set ORDO_NATS_SERVER"
+    )
+}
+
+/// A nats-server with JetStream on a free port and a temporary store,
+/// stopped and deleted on drop.
+#[derive(Debug)]
+pub struct PrivateNats {
+    port: u16,
+    store: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl PrivateNats {
+    /// Starts one and waits until it accepts clients.
+    pub fn start() -> PrivateNats {
+        let store = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let mut nats = PrivateNats {
+            port: free_port(),
+            store,
+            child: None,
+        };
+        nats.spawn();
+        nats
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> eventstore::nats::NatsUrl {
+        format!("nats://127.0.0.1:{}", self.port)
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(nats_server_binary())
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start nats-server: {e}"));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not start on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills it (SIGKILL: no goodbye to clients) and waits for it to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and store.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A TCP proxy in front of a server. [`TcpProxy::cut`] drops every
+/// connection and refuses new ones until [`TcpProxy::restore`]: to the
+/// client it looks like the server went away.
+#[derive(Debug)]
+pub struct TcpProxy {
+    addr: SocketAddr,
+    cut: Arc<AtomicBool>,
+    live: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    /// Starts forwarding a free loopback port to `target`.
+    pub async fn start(target: SocketAddr) -> TcpProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("proxy bind: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("proxy addr: {e}"));
+        let cut = Arc::new(AtomicBool::new(false));
+        let live: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let accept = {
+            let (cut, live) = (cut.clone(), live.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Ok((mut inbound, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    if cut.load(Ordering::SeqCst) {
+                        drop(inbound);
+                        continue;
+                    }
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    if let Ok(mut live) = live.lock() {
+                        live.retain(|t| !t.is_finished());
+                        live.push(task);
+                    }
+                }
+            })
+        };
+        TcpProxy {
+            addr,
+            cut,
+            live,
+            accept,
+        }
+    }
+
+    /// The address clients should use.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Drops every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        if let Ok(mut live) = self.live.lock() {
+            for task in live.drain(..) {
+                task.abort();
+            }
+        }
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+/// One message read back from a stream.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    /// Its stream sequence.
+    pub sequence: u64,
+    /// Its subject.
+    pub subject: String,
+    /// Its `Nats-Msg-Id` header.
+    pub msg_id: Option<String>,
+    /// Its body.
+    pub payload: bytes::Bytes,
+}
+
+/// Every message of a stream, in stream order (an ordered consumer).
+pub async fn read_stream_messages(
+    jetstream: &async_nats::jetstream::Context,
+    stream: &str,
+) -> Vec<StoredMessage> {
+    let mut stream = jetstream
+        .get_stream(stream)
+        .await
+        .unwrap_or_else(|e| panic!("get stream: {e}"));
+    let last = stream
+        .info()
+        .await
+        .unwrap_or_else(|e| panic!("stream info: {e}"))
+        .state
+        .last_sequence;
+    let mut out = Vec::new();
+    if last == 0 {
+        return out;
+    }
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .unwrap_or_else(|e| panic!("ordered consumer: {e}"));
+    let mut messages = consumer
+        .messages()
+        .await
+        .unwrap_or_else(|e| panic!("messages: {e}"));
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_secs(10), messages.next()).await
+    {
+        let message = message.unwrap_or_else(|e| panic!("message: {e}"));
+        let sequence = message
+            .info()
+            .map(|i| i.stream_sequence)
+            .unwrap_or_else(|e| panic!("info: {e}"));
+        out.push(StoredMessage {
+            sequence,
+            subject: message.subject.to_string(),
+            msg_id: message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Msg-Id"))
+                .map(|v| v.as_str().to_owned()),
+            payload: message.payload.clone(),
+        });
+        if sequence >= last {
+            break;
+        }
+    }
+    out
+}
