@@ -170,10 +170,10 @@ pub struct EventsArgs {
     pub stream_type: Option<String>,
     /// Only events with this correlation id.
     #[arg(long)]
-    pub correlation: Option<String>,
-    /// Only events after this position token.
+    pub correlation: Option<uuid::Uuid>,
+    /// Only events after this position token (the `position` of an answer or envelope).
     #[arg(long)]
-    pub after: Option<String>,
+    pub after: Option<eventstore::Position>,
     /// Only events recorded at or after this time (RFC 3339).
     #[arg(long, value_parser = parse_rfc3339)]
     pub since: Option<chrono::DateTime<chrono::Utc>>,
@@ -181,7 +181,7 @@ pub struct EventsArgs {
     #[arg(long, value_parser = parse_rfc3339)]
     pub until: Option<chrono::DateTime<chrono::Utc>>,
     /// At most this many events.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub limit: u32,
     /// One JSON envelope per line instead of a table.
     #[arg(long)]

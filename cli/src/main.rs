@@ -3,9 +3,12 @@
 //! - [`config`]: command line and environment (CONTRACT.md section 1).
 //! - [`logging`], [`shutdown`]: process plumbing.
 //! - [`roles`]: several roles in one process, stopped together.
-//! - [`run`]: what each subcommand does.
+//! - [`run`]: what each subcommand does; [`events`] the audit query.
+//! - [`bench`]: the benchmarks of `ordo bench`.
 
+mod bench;
 mod config;
+mod events;
 mod logging;
 mod roles;
 mod run;

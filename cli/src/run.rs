@@ -1,8 +1,11 @@
 //! What each subcommand does.
 
 use anyhow::Context as _;
+use eventstore::notify::LogListener;
+use eventstore::EventStore;
+use tokio_util::sync::CancellationToken;
 
-use crate::config::{Cli, Command, GlobalArgs, HttpArgs};
+use crate::config::{BenchScenario, Cli, Command, GlobalArgs, HttpArgs};
 use crate::roles::Roles;
 use crate::shutdown;
 
@@ -12,15 +15,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up { http, saga: _ } => up(&global, &http).await,
         Command::Api { http } => api(&global, &http).await,
+        Command::Relay => relay(&global).await,
         Command::Migrate => migrate(&global).await,
-        Command::Relay => not_yet("relay", "the event store and relay"),
         Command::Projector { .. } => not_yet("projector", "the projectors"),
         Command::Saga { .. } => not_yet("saga", "the order-fulfilment saga"),
         Command::Rebuild { .. } => not_yet("rebuild", "the projectors"),
-        Command::Events(_) => not_yet("events", "the event store and relay"),
+        Command::Events(args) => {
+            let pool = global.database_url.pool(2)?;
+            check_postgres(&global, &pool).await?;
+            crate::events::run(&EventStore::new(pool), args).await
+        }
         Command::Check => not_yet("check", "the projectors"),
         Command::Status => not_yet("status", "the projectors"),
-        Command::Bench { .. } => not_yet("bench", "the benchmarks"),
+        Command::Bench { scenario } => bench(&global, scenario).await,
     }
 }
 
@@ -47,21 +54,35 @@ async fn migrate(global: &GlobalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Connections every role shares.
+/// Connections the roles of one process share.
 struct Connections {
     pool: deadpool_postgres::Pool,
     nats: async_nats::Client,
+    store: EventStore,
+    listener: LogListener,
 }
 
-async fn connect(global: &GlobalArgs, name: &str) -> anyhow::Result<Connections> {
-    let pool = global.database_url.pool(32)?;
-    // Fail fast with the readable error when PostgreSQL is not there.
+/// Fails fast, with the readable error, when PostgreSQL is not there.
+async fn check_postgres(global: &GlobalArgs, pool: &deadpool_postgres::Pool) -> anyhow::Result<()> {
     drop(pool.get().await.map_err(|e| match e {
         deadpool_postgres::PoolError::Backend(e) => global.database_url.classify(e),
         other => eventstore::StoreError::from(other),
     })?);
+    Ok(())
+}
+
+async fn connect(global: &GlobalArgs, name: &str) -> anyhow::Result<Connections> {
+    let pool = global.database_url.pool(32)?;
+    check_postgres(global, &pool).await?;
     let nats = eventstore::nats::connect(&global.nats_url, name).await?;
-    Ok(Connections { pool, nats })
+    let store = EventStore::new(pool.clone());
+    let listener = LogListener::spawn(global.database_url.clone());
+    Ok(Connections {
+        pool,
+        nats,
+        store,
+        listener,
+    })
 }
 
 async fn bind(http: &HttpArgs) -> anyhow::Result<tokio::net::TcpListener> {
@@ -70,19 +91,43 @@ async fn bind(http: &HttpArgs) -> anyhow::Result<tokio::net::TcpListener> {
         .with_context(|| format!("cannot listen on {}; set ORDO_HTTP_ADDR", http.http_addr))
 }
 
+/// The API role.
+fn api_role(
+    connections: &Connections,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
+    let state = api::AppState {
+        pool: connections.pool.clone(),
+        nats: connections.nats.clone(),
+    };
+    async move { Ok(api::serve(listener, state, shutdown).await?) }
+}
+
+/// The relay role.
+fn relay_role(
+    global: &GlobalArgs,
+    connections: &Connections,
+    shutdown: CancellationToken,
+) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
+    let relay = eventstore::relay::Relay::new(
+        connections.store.clone(),
+        global.database_url.clone(),
+        async_nats::jetstream::new(connections.nats.clone()),
+        connections.listener.clone(),
+        eventstore::relay::RelayConfig::new(global.stream.clone(), global.subject_prefix.clone()),
+    );
+    async move { Ok(relay.run(shutdown).await?) }
+}
+
 async fn up(global: &GlobalArgs, http: &HttpArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
     eventstore::migrations::migrate(&global.database_url).await?;
     let connections = connect(global, "ordo-up").await?;
     let listener = bind(http).await?;
     let mut roles = Roles::new(shutdown.clone());
-    let state = api::AppState {
-        pool: connections.pool.clone(),
-        nats: connections.nats.clone(),
-    };
-    roles.spawn("api", async move {
-        Ok(api::serve(listener, state, shutdown).await?)
-    });
+    roles.spawn("relay", relay_role(global, &connections, shutdown.clone()));
+    roles.spawn("api", api_role(&connections, listener, shutdown));
     roles.run_until_stopped().await
 }
 
@@ -91,12 +136,30 @@ async fn api(global: &GlobalArgs, http: &HttpArgs) -> anyhow::Result<()> {
     let connections = connect(global, "ordo-api").await?;
     let listener = bind(http).await?;
     let mut roles = Roles::new(shutdown.clone());
-    let state = api::AppState {
-        pool: connections.pool,
-        nats: connections.nats,
-    };
-    roles.spawn("api", async move {
-        Ok(api::serve(listener, state, shutdown).await?)
-    });
+    roles.spawn("api", api_role(&connections, listener, shutdown));
     roles.run_until_stopped().await
+}
+
+async fn relay(global: &GlobalArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown::on_signal();
+    let connections = connect(global, "ordo-relay").await?;
+    let mut roles = Roles::new(shutdown.clone());
+    roles.spawn("relay", relay_role(global, &connections, shutdown));
+    roles.run_until_stopped().await
+}
+
+async fn bench(global: &GlobalArgs, scenario: BenchScenario) -> anyhow::Result<()> {
+    match scenario {
+        BenchScenario::Append {
+            writers,
+            events,
+            batch,
+            json,
+        } => crate::bench::append::run(global, writers, events, batch, json.as_deref()).await,
+        BenchScenario::Relay { events, json } => {
+            crate::bench::relay::run(global, events, json.as_deref()).await
+        }
+        BenchScenario::Rebuild { .. } => not_yet("bench rebuild", "the projectors"),
+        BenchScenario::PlaceOrders { .. } => not_yet("bench place-orders", "the HTTP API"),
+    }
 }

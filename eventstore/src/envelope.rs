@@ -90,30 +90,176 @@ impl Envelope {
 
 /// The event's payload at the current schema version, with that version.
 pub fn current_payload(event: &RecordedEvent) -> (i32, serde_json::Value) {
-    let Ok(stream_type) = event.stream_type.parse::<StreamType>() else {
-        return (event.schema_version, event.data.clone());
-    };
-    let Some(current) = domain::event::current_schema_version(stream_type, &event.event_type)
-    else {
-        return (event.schema_version, event.data.clone());
-    };
-    let stored = u32::try_from(event.schema_version).unwrap_or(u32::MAX);
-    if stored == current {
-        return (event.schema_version, event.data.clone());
-    }
-    match domain::event::upcast::upcast(
-        stream_type,
+    match upcast_payload(
+        &event.stream_type,
         &event.event_type,
-        stored,
-        current,
-        event.data.clone(),
+        event.schema_version,
+        || Ok(event.data.clone()),
     ) {
-        Ok(data) => (current as i32, data),
+        Some((version, data)) => (version, data),
+        None => (event.schema_version, event.data.clone()),
+    }
+}
+
+/// The payload upcast to the current version, or `None` when it already is
+/// current or cannot be upcast (unknown type, newer than this build): then it
+/// is passed on as stored rather than holding back everything behind it.
+fn upcast_payload(
+    stream_type: &str,
+    event_type: &str,
+    schema_version: i32,
+    data: impl FnOnce() -> Result<serde_json::Value, serde_json::Error>,
+) -> Option<(i32, serde_json::Value)> {
+    let stream_type = stream_type.parse::<StreamType>().ok()?;
+    let current = domain::event::current_schema_version(stream_type, event_type)?;
+    let stored = u32::try_from(schema_version).unwrap_or(u32::MAX);
+    if stored == current {
+        return None;
+    }
+    let data = data().ok()?;
+    match domain::event::upcast::upcast(stream_type, event_type, stored, current, data) {
+        Ok(data) => Some((current as i32, data)),
         Err(e) => {
-            tracing::warn!(event_id = %event.event_id, error = %e, "cannot upcast; passing on as stored");
-            (event.schema_version, event.data.clone())
+            tracing::warn!(event_type, schema_version, error = %e, "cannot upcast; passing on as stored");
+            None
         }
     }
+}
+
+/// An event read for publishing: the payload stays the JSON text PostgreSQL
+/// sent, spliced into the envelope without being parsed (unless it must be
+/// upcast). This is most of what makes the relay fast.
+#[derive(Debug, Clone)]
+pub struct PublishableEvent {
+    /// Where it is in the log.
+    pub position: Position,
+    /// Its id.
+    pub event_id: Uuid,
+    /// `order-<uuid>`.
+    pub stream_id: String,
+    /// `order`.
+    pub stream_type: String,
+    /// Version in its stream.
+    pub version: u64,
+    /// `OrderPlaced`.
+    pub event_type: String,
+    /// Stored payload version.
+    pub schema_version: i32,
+    /// The payload as JSON text.
+    pub data: Box<serde_json::value::RawValue>,
+    /// Correlation id.
+    pub correlation_id: Option<Uuid>,
+    /// Causation id.
+    pub causation_id: Option<Uuid>,
+    /// When it was recorded.
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl PublishableEvent {
+    /// The aggregate's uuid: the stream id after its `<type>-` prefix.
+    pub fn aggregate_id(&self) -> &str {
+        self.stream_id
+            .split_once('-')
+            .map_or(self.stream_id.as_str(), |(_, id)| id)
+    }
+
+    /// The envelope as JSON bytes, the same document as
+    /// `serde_json::to_vec(&Envelope::from_recorded(..))`.
+    pub fn envelope_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let upcast = upcast_payload(
+            &self.stream_type,
+            &self.event_type,
+            self.schema_version,
+            || serde_json::from_str(self.data.get()),
+        );
+        let upcast_text;
+        let (schema_version, data) = match upcast {
+            Some((version, value)) => {
+                upcast_text = serde_json::value::to_raw_value(&value)?;
+                (version, upcast_text.as_ref())
+            }
+            None => (self.schema_version, self.data.as_ref()),
+        };
+        let envelope = EnvelopeOut {
+            specversion: "1.0",
+            id: self.event_id,
+            source: format!("/ordo/{}", self.stream_type),
+            event_type: &self.event_type,
+            subject: &self.stream_id,
+            time: format_time(&self.recorded_at),
+            datacontenttype: "application/json",
+            dataschema: format!(
+                "schemas/events/{}/{}.v{}.json",
+                self.stream_type, self.event_type, schema_version
+            ),
+            data,
+            streamtype: &self.stream_type,
+            streamversion: self.version,
+            position: self.position,
+            schemaversion: schema_version,
+            correlationid: self.correlation_id,
+            causationid: self.causation_id,
+        };
+        serde_json::to_vec(&envelope)
+    }
+}
+
+impl crate::store::LogRow for PublishableEvent {
+    const COLUMNS: &'static str = "transaction_id::text as transaction_text, position, event_id, \
+        stream_id, stream_type, version, type, schema_version, data::text, \
+        (metadata->>'causation_id')::uuid, correlation_id, recorded_at";
+
+    fn from_row(row: &tokio_postgres::Row) -> Result<Self, crate::StoreError> {
+        let transaction: String = row.try_get(0)?;
+        let data: String = row.try_get(8)?;
+        Ok(PublishableEvent {
+            position: Position::new(
+                transaction.parse().map_err(|_| {
+                    crate::StoreError::Internal(format!(
+                        "unexpected transaction id {transaction:?}"
+                    ))
+                })?,
+                row.try_get(1)?,
+            ),
+            event_id: row.try_get(2)?,
+            stream_id: row.try_get(3)?,
+            stream_type: row.try_get(4)?,
+            version: row.try_get::<_, i64>(5)? as u64,
+            event_type: row.try_get(6)?,
+            schema_version: row.try_get(7)?,
+            data: serde_json::value::RawValue::from_string(data)?,
+            causation_id: row.try_get(9)?,
+            correlation_id: row.try_get(10)?,
+            recorded_at: row.try_get(11)?,
+        })
+    }
+
+    fn position(&self) -> Position {
+        self.position
+    }
+}
+
+/// The envelope's serialised form, field for field as [`Envelope`].
+#[derive(Serialize)]
+struct EnvelopeOut<'a> {
+    specversion: &'static str,
+    id: Uuid,
+    source: String,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    subject: &'a str,
+    time: String,
+    datacontenttype: &'static str,
+    dataschema: String,
+    data: &'a serde_json::value::RawValue,
+    streamtype: &'a str,
+    streamversion: u64,
+    position: Position,
+    schemaversion: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    correlationid: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    causationid: Option<Uuid>,
 }
 
 mod rfc3339_micros {

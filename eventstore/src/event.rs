@@ -70,7 +70,7 @@ impl RecordedEvent {
     /// sort by its text ("100001" before "99999").
     pub const COLUMNS: &'static str =
         "transaction_id::text as transaction_text, position, event_id, stream_id, \
-        stream_type, version, type, schema_version, data, metadata, recorded_at";
+        stream_type, version, type, schema_version, data, metadata, recorded_at, correlation_id";
 
     /// Reads a row selected with [`RecordedEvent::COLUMNS`].
     pub fn from_row(row: &tokio_postgres::Row) -> Result<Self, crate::StoreError> {
@@ -92,7 +92,10 @@ impl RecordedEvent {
             event_type: row.try_get(6)?,
             schema_version: row.try_get(7)?,
             data: row.try_get(8)?,
-            metadata: serde_json::from_value(metadata).unwrap_or_default(),
+            metadata: Metadata {
+                correlation_id: row.try_get(11)?,
+                ..serde_json::from_value(metadata).unwrap_or_default()
+            },
             recorded_at: row.try_get(10)?,
         })
     }

@@ -14,7 +14,7 @@ use crate::error::StoreError;
 use crate::event::RecordedEvent;
 use crate::notify::LogListener;
 use crate::position::Position;
-use crate::store::{EventStore, LogFilter};
+use crate::store::{EventStore, LogFilter, LogRow};
 
 /// How often a follower looks even without a notification.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -22,9 +22,10 @@ const POLL_INTERVAL: Duration = Duration::from_secs(1);
 const HORIZON_PAUSE_MIN: Duration = Duration::from_millis(1);
 const HORIZON_PAUSE_MAX: Duration = Duration::from_millis(50);
 
-/// A cursor over the global log.
+/// A cursor over the global log, yielding rows decoded as `T`.
 #[derive(Debug)]
-pub struct LogFollower {
+pub struct LogFollower<T = RecordedEvent> {
+    _rows: std::marker::PhantomData<fn() -> T>,
     store: EventStore,
     wakeups: watch::Receiver<u64>,
     after: Position,
@@ -32,7 +33,7 @@ pub struct LogFollower {
     filter: LogFilter,
 }
 
-impl LogFollower {
+impl<T: LogRow> LogFollower<T> {
     /// A follower reading after `after`, `batch_size` events at a time.
     pub fn new(
         store: EventStore,
@@ -41,6 +42,7 @@ impl LogFollower {
         batch_size: i64,
     ) -> Self {
         LogFollower {
+            _rows: std::marker::PhantomData,
             store,
             wakeups: listener.subscribe(),
             after,
@@ -67,19 +69,19 @@ impl LogFollower {
     }
 
     /// The next events, if any are available now.
-    pub async fn try_next_batch(&mut self) -> Result<Vec<RecordedEvent>, StoreError> {
-        let batch = self
+    pub async fn try_next_batch(&mut self) -> Result<Vec<T>, StoreError> {
+        let batch: Vec<T> = self
             .store
-            .read_log(self.after, &self.filter, self.batch_size)
+            .read_log_as(self.after, &self.filter, self.batch_size)
             .await?;
         if let Some(last) = batch.last() {
-            self.after = last.position;
+            self.after = last.position();
         }
         Ok(batch)
     }
 
     /// The next non-empty batch, waiting as long as it takes.
-    pub async fn next_batch(&mut self) -> Result<Vec<RecordedEvent>, StoreError> {
+    pub async fn next_batch(&mut self) -> Result<Vec<T>, StoreError> {
         let mut pause = HORIZON_PAUSE_MIN;
         loop {
             // Mark before reading, so a notification during the read is not lost.

@@ -23,12 +23,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
+use futures::stream::{FuturesOrdered, StreamExt as _};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::DatabaseUrl;
-use crate::envelope::Envelope;
+use crate::envelope::PublishableEvent;
 use crate::error::StoreError;
-use crate::event::RecordedEvent;
 use crate::follow::LogFollower;
 use crate::nats::{ensure_stream, BusError, StreamName, SubjectPrefix};
 use crate::notify::LogListener;
@@ -57,7 +58,7 @@ impl RelayConfig {
         RelayConfig {
             stream,
             prefix,
-            batch_size: 2000,
+            batch_size: 1000,
         }
     }
 }
@@ -200,6 +201,12 @@ impl Relay {
 
     /// One leadership term: resynchronise, then publish until told to stop
     /// or something fails.
+    ///
+    /// A reader task fetches batches and turns them into messages while this
+    /// loop publishes: up to [`BATCHES_IN_FLIGHT`] batches await their acks
+    /// at once, each checkpointed when all of its acks are in, in order. The
+    /// expected-sequence chain runs across batches, so pipelining keeps the
+    /// order guarantee.
     async fn lead(
         &self,
         lock: &tokio_postgres::Client,
@@ -209,95 +216,96 @@ impl Relay {
             ensure_stream(&self.jetstream, &self.config.stream, &self.config.prefix).await?;
         let (start, mut last_sequence) = self.resynchronise(stream).await?;
         tracing::info!(after = %start, last_sequence, "relay resumes");
-        let mut follower = LogFollower::new(
-            self.store.clone(),
-            &self.listener,
-            start,
-            self.config.batch_size,
-        );
+        let (batches, mut prepared) = mpsc::channel(BATCHES_IN_FLIGHT);
+        let _reader = AbortOnDrop(tokio::spawn(read_batches(
+            LogFollower::new(
+                self.store.clone(),
+                &self.listener,
+                start,
+                self.config
+                    .batch_size
+                    .clamp(1, MAX_IN_FLIGHT / BATCHES_IN_FLIGHT as i64),
+            ),
+            self.config.prefix.clone(),
+            batches,
+        )));
+        let mut in_flight = FuturesOrdered::new();
         let mut lock_check = tokio::time::interval(STANDBY_POLL);
         loop {
-            let batch = tokio::select! {
+            tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = lock_check.tick() => {
                     if lock.is_closed() {
                         return Err(TermError::LostLock);
                     }
-                    continue;
                 }
-                batch = follower.next_batch() => batch?,
-            };
-            if lock.is_closed() {
-                return Err(TermError::LostLock);
-            }
-            last_sequence = self.publish(&batch, last_sequence).await?;
-            if let Some(last) = batch.last() {
-                self.save_checkpoint(last.position).await?;
-                metrics::counter!("ordo_relay_published_total").increment(batch.len() as u64);
-                self.stats
-                    .published
-                    .fetch_add(batch.len() as u64, Ordering::SeqCst);
-                let lag = (chrono::Utc::now() - last.recorded_at)
-                    .num_milliseconds()
-                    .max(0);
-                metrics::gauge!("ordo_relay_lag_seconds").set(lag as f64 / 1000.0);
+                batch = prepared.recv(), if in_flight.len() < BATCHES_IN_FLIGHT => {
+                    let batch = batch.ok_or_else(|| TermError::Publish("the log reader stopped".into()))??;
+                    if lock.is_closed() {
+                        return Err(TermError::LostLock);
+                    }
+                    in_flight.push_back(self.send(batch, &mut last_sequence).await?);
+                }
+                Some(acked) = in_flight.next() => {
+                    let acked: Acked = acked?;
+                    self.save_checkpoint(acked.last).await?;
+                    metrics::counter!("ordo_relay_published_total").increment(acked.count);
+                    self.stats.published.fetch_add(acked.count, Ordering::SeqCst);
+                    let lag = (chrono::Utc::now() - acked.recorded_at).num_milliseconds().max(0);
+                    metrics::gauge!("ordo_relay_lag_seconds").set(lag as f64 / 1000.0);
+                }
             }
         }
     }
 
-    /// Publishes a batch in order, all in flight at once; returns the stream's
-    /// new last sequence.
-    async fn publish(&self, batch: &[RecordedEvent], last_sequence: u64) -> Result<u64, TermError> {
-        let mut acks = Vec::with_capacity(batch.len());
-        for (i, event) in batch.iter().enumerate() {
-            let (subject, message) = self.message(event, last_sequence + i as u64)?;
+    /// Sends a batch (without waiting for acks); returns the future that
+    /// waits for them and checks each landed where expected.
+    async fn send(
+        &self,
+        batch: Prepared,
+        last_sequence: &mut u64,
+    ) -> Result<impl std::future::Future<Output = Result<Acked, TermError>>, TermError> {
+        let first_expected = *last_sequence + 1;
+        let mut acks = Vec::with_capacity(batch.messages.len());
+        for message in batch.messages {
+            let publish = PublishMessage::build()
+                .payload(message.payload)
+                .message_id(message.event_id)
+                .expected_last_sequence(*last_sequence);
             let ack = self
                 .jetstream
-                .send_publish(subject, message)
+                .send_publish(message.subject, publish)
                 .await
                 .map_err(|e| TermError::Publish(e.to_string()))?;
             acks.push(ack);
+            *last_sequence += 1;
         }
-        let mut expected = last_sequence;
-        for ack in acks {
-            match ack.await {
-                Ok(ack) if ack.sequence == expected + 1 && !ack.duplicate => expected += 1,
-                Ok(ack) => {
-                    return Err(TermError::Publish(format!(
-                        "stream answered sequence {} (duplicate: {}), expected {}",
-                        ack.sequence,
-                        ack.duplicate,
-                        expected + 1
-                    )))
+        let (last, count, recorded_at) = (batch.last, acks.len() as u64, batch.recorded_at);
+        Ok(async move {
+            let mut expected = first_expected;
+            for ack in acks {
+                match ack.await {
+                    Ok(ack) if ack.sequence == expected && !ack.duplicate => expected += 1,
+                    Ok(ack) => {
+                        return Err(TermError::Publish(format!(
+                            "stream answered sequence {} (duplicate: {}), expected {expected}",
+                            ack.sequence, ack.duplicate
+                        )))
+                    }
+                    Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                        return Err(TermError::Publish(
+                            "the stream moved under the relay (another publisher?)".into(),
+                        ))
+                    }
+                    Err(e) => return Err(TermError::Publish(e.to_string())),
                 }
-                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                    return Err(TermError::Publish(
-                        "the stream moved under the relay (another publisher?)".into(),
-                    ))
-                }
-                Err(e) => return Err(TermError::Publish(e.to_string())),
             }
-        }
-        Ok(expected)
-    }
-
-    /// The subject and message of one event.
-    fn message(
-        &self,
-        event: &RecordedEvent,
-        expected_last: u64,
-    ) -> Result<(String, PublishMessage), TermError> {
-        let envelope = Envelope::from_recorded(event);
-        let payload = serde_json::to_vec(&envelope).map_err(StoreError::from)?;
-        let subject =
-            self.config
-                .prefix
-                .subject(&event.stream_type, event.aggregate_id(), &event.event_type);
-        let message = PublishMessage::build()
-            .payload(payload.into())
-            .message_id(event.event_id.to_string())
-            .expected_last_sequence(expected_last);
-        Ok((subject, message))
+            Ok(Acked {
+                last,
+                count,
+                recorded_at,
+            })
+        })
     }
 
     /// Where to continue: the later of the stored checkpoint and the event
@@ -316,32 +324,24 @@ impl Relay {
             return Ok((checkpoint, 0));
         }
         match stream.get_raw_message(last_sequence).await {
-            Ok(message) => {
-                let event_id = message
-                    .headers
-                    .get("Nats-Msg-Id")
-                    .and_then(|id| id.as_str().parse::<uuid::Uuid>().ok());
-                match event_id {
-                    Some(event_id) => match self.store.position_of(event_id).await? {
-                        Some(published) if published > checkpoint => {
-                            tracing::info!(%published, %checkpoint, "stream is ahead of the checkpoint");
-                            checkpoint = published;
-                            self.save_checkpoint(checkpoint).await?;
-                        }
-                        Some(_) => {}
-                        None => tracing::warn!(
+            Ok(message) => match published_position(&message.payload) {
+                Some((event_id, published)) => {
+                    if self.store.event_at(published).await? != Some(event_id) {
+                        tracing::warn!(
                             %event_id,
                             "the stream's last message is not an event of this log; continuing from the checkpoint"
-                        ),
-                    },
-                    None => tracing::warn!(
-                        "the stream's last message has no event id; continuing from the checkpoint"
-                    ),
+                        );
+                    } else if published > checkpoint {
+                        tracing::info!(%published, %checkpoint, "stream is ahead of the checkpoint");
+                        checkpoint = published;
+                        self.save_checkpoint(checkpoint).await?;
+                    }
                 }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the stream's last message; continuing from the checkpoint")
-            }
+                None => tracing::warn!(
+                    "the stream's last message is not an ordo envelope; continuing from the checkpoint"
+                ),
+            },
+            Err(e) => tracing::warn!(error = %e, "cannot read the stream's last message; continuing from the checkpoint"),
         }
         Ok((checkpoint, last_sequence))
     }
@@ -385,6 +385,97 @@ impl Relay {
             .await?;
         Ok(())
     }
+}
+
+/// Batches awaiting acks at once.
+const BATCHES_IN_FLIGHT: usize = 3;
+/// Messages awaiting acks at once, at most. async-nats holds one permit of
+/// its ack window (5,000 by default) per ack not yet awaited and makes the
+/// next publish wait for one: more than that in flight and the relay would
+/// wait on itself.
+const MAX_IN_FLIGHT: i64 = 4096;
+
+/// One message ready to publish.
+#[derive(Debug)]
+struct Outgoing {
+    subject: String,
+    payload: bytes::Bytes,
+    event_id: String,
+}
+
+/// A batch turned into messages.
+#[derive(Debug)]
+struct Prepared {
+    messages: Vec<Outgoing>,
+    last: Position,
+    recorded_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A batch whose acks are all in.
+#[derive(Debug)]
+struct Acked {
+    last: Position,
+    count: u64,
+    recorded_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Aborts a task when dropped: the reader lives exactly as long as a term.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Follows the log and turns each batch into messages, until the receiver
+/// goes away or reading fails (the failure is handed on).
+async fn read_batches(
+    mut follower: LogFollower<PublishableEvent>,
+    prefix: SubjectPrefix,
+    out: mpsc::Sender<Result<Prepared, TermError>>,
+) {
+    loop {
+        let prepared = match follower.next_batch().await {
+            Ok(batch) => prepare(&batch, &prefix),
+            Err(e) => Err(e.into()),
+        };
+        let failed = prepared.is_err();
+        if out.send(prepared).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+fn prepare(batch: &[PublishableEvent], prefix: &SubjectPrefix) -> Result<Prepared, TermError> {
+    let (Some(last), Some(_)) = (batch.last(), batch.first()) else {
+        return Err(TermError::Publish("empty batch".into()));
+    };
+    let mut messages = Vec::with_capacity(batch.len());
+    for event in batch {
+        messages.push(Outgoing {
+            subject: prefix.subject(&event.stream_type, event.aggregate_id(), &event.event_type),
+            payload: event.envelope_json().map_err(StoreError::from)?.into(),
+            event_id: event.event_id.to_string(),
+        });
+    }
+    Ok(Prepared {
+        messages,
+        last: last.position,
+        recorded_at: last.recorded_at,
+    })
+}
+
+/// The event id and position an envelope carries.
+fn published_position(payload: &[u8]) -> Option<(uuid::Uuid, Position)> {
+    #[derive(serde::Deserialize)]
+    struct Published {
+        id: uuid::Uuid,
+        position: Position,
+    }
+    serde_json::from_slice::<Published>(payload)
+        .ok()
+        .map(|p| (p.id, p.position))
 }
 
 /// The relay's stored checkpoint for a stream (for `ordo status`).

@@ -277,7 +277,14 @@ async fn of_two_relays_one_publishes_and_the_other_takes_over_within_5s() {
         0,
         "the standby publishes nothing"
     );
+    // The stream may hold the messages a moment before the relay counts them
+    // (it counts after checkpointing).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while active.stats.published.load(Ordering::SeqCst) < 200 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(active.stats.published.load(Ordering::SeqCst), 200);
+    assert_eq!(standby.stats.published.load(Ordering::SeqCst), 0);
 
     // The active one dies (its session, and with it the lock, goes away).
     active.task.abort();
@@ -327,4 +334,21 @@ async fn js_create(js: &jetstream::Context, name: &str, subject: &str) {
     })
     .await
     .expect("create stream");
+}
+
+#[tokio::test]
+async fn a_batch_size_above_the_ack_window_cannot_stall_the_relay() {
+    // async-nats lets 5,000 acks be outstanding; batches of 5,000 with several
+    // in flight would make the relay wait on itself without the clamp.
+    let env = TestEnv::new().await;
+    let store = EventStore::new(env.pool.clone());
+    let js = env.jetstream.clone();
+    for writer in spawn_writers(&store, 8, 12_000, Duration::ZERO) {
+        writer.await.expect("writer");
+    }
+    let relay = spawn_relay(&env, &store, &js, 5000);
+    wait_for_messages(&js, env.stream.as_str(), 12_000, Duration::from_secs(60)).await;
+    assert_stream_is_the_log(&env, &js, &store).await;
+    relay.stop.cancel();
+    let _ = relay.task.await;
 }

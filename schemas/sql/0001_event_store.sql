@@ -8,9 +8,11 @@
 create table events (
     -- global order within one transaction; a bigint identity is not enough on
     -- its own, because transactions commit in a different order than they draw it
-    position       bigint generated always as identity primary key,
+    position       bigint generated always as identity,
     -- the writing transaction: rows are read in (transaction_id, position) order
     transaction_id xid8        not null default pg_current_xact_id(),
+    -- unique by construction (UUIDv7 drawn by the writer); no index, because
+    -- nothing looks events up by id and every index is paid on each append
     event_id       uuid        not null,
     stream_id      text        not null,
     stream_type    text        not null,
@@ -18,17 +20,18 @@ create table events (
     type           text        not null,
     schema_version integer     not null,
     data           jsonb       not null,
-    -- correlation, causation, command id, trace id
+    -- causation, command id, trace id (correlation has its own column)
     metadata       jsonb       not null default '{}'::jsonb,
-    -- copied out of metadata so an order's timeline is an index range scan
+    -- an order's timeline is an index range scan on this
     correlation_id uuid,
     recorded_at    timestamptz not null default now(),
-    constraint events_event_id_key unique (event_id),
+    -- the log order is the primary key: readers scan it, nothing else needs
+    -- `position` alone
+    constraint events_pkey primary key (transaction_id, position),
     -- optimistic concurrency: two appends at the same version cannot both commit
     constraint events_stream_version_key unique (stream_id, version)
 );
 
-create index events_log_order on events (transaction_id, position);
 create index events_correlation on events (correlation_id, transaction_id, position)
     where correlation_id is not null;
 -- recorded_at grows with the log, so a BRIN index serves --since/--until for
