@@ -42,7 +42,8 @@ pub struct GlobalArgs {
 
     /// JetStream stream events are published to.
     #[arg(
-        long = "stream",
+        id = "nats_stream",
+        long = "nats-stream",
         env = "ORDO_STREAM",
         default_value = "ORDO_EVENTS",
         global = true

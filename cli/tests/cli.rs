@@ -87,7 +87,7 @@ fn bad_configuration_is_refused_before_anything_runs() {
             &["--nats-url", "http://h", "migrate"][..],
             "expected nats://",
         ),
-        (&["--stream", "a.b", "migrate"][..], "may only contain"),
+        (&["--nats-stream", "a.b", "migrate"][..], "may only contain"),
         (
             &["--subject-prefix", "a.b", "migrate"][..],
             "one subject token",

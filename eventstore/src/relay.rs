@@ -238,6 +238,7 @@ impl Relay {
                     if lock.is_closed() {
                         return Err(TermError::LostLock);
                     }
+                    self.report_horizon().await;
                 }
                 batch = prepared.recv(), if in_flight.len() < BATCHES_IN_FLIGHT => {
                     let batch = batch.ok_or_else(|| TermError::Publish("the log reader stopped".into()))??;
@@ -253,6 +254,26 @@ impl Relay {
                     self.stats.published.fetch_add(acked.count, Ordering::SeqCst);
                     let lag = (chrono::Utc::now() - acked.recorded_at).num_milliseconds().max(0);
                     metrics::gauge!("ordo_relay_lag_seconds").set(lag as f64 / 1000.0);
+                }
+            }
+        }
+    }
+
+    /// Publishes as metrics what holds the log's horizon back: a long
+    /// transaction anywhere on the server delays every reader.
+    async fn report_horizon(&self) {
+        if let Ok(horizon) = self.store.horizon().await {
+            let age = horizon.holder.as_ref().map_or(0.0, |h| h.age_seconds);
+            metrics::gauge!("ordo_log_horizon_age_seconds").set(age);
+            if age > 30.0 {
+                if let Some(holder) = &horizon.holder {
+                    tracing::warn!(
+                        pid = holder.pid,
+                        database = holder.database.as_deref().unwrap_or("?"),
+                        age_seconds = holder.age_seconds,
+                        query = holder.query.as_deref().unwrap_or(""),
+                        "a long transaction holds back every log reader"
+                    );
                 }
             }
         }

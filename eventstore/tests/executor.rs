@@ -250,3 +250,46 @@ async fn domain_refusals_append_nothing() {
     assert!(!later.replayed);
     assert_eq!(later.version, 3);
 }
+
+#[tokio::test]
+async fn time_travel_folds_a_stream_up_to_a_position_or_a_time() {
+    let env = TestEnv::new().await;
+    let executor = Executor::new(EventStore::new(env.pool.clone()));
+    let product = create_product(&executor, 10).await;
+    let restock = |n| ProductCommand::Restock {
+        quantity: Quantity::new(n).expect("qty"),
+    };
+    let first = executor
+        .execute::<Product>(&product, restock(5), &CommandContext::default())
+        .await
+        .expect("restock");
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let between = chrono::Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    executor
+        .execute::<Product>(&product, restock(7), &CommandContext::default())
+        .await
+        .expect("restock");
+
+    let position = first.position.expect("appended");
+    let then = executor
+        .load_as_of::<Product>(&product, eventstore::store::AsOf::Position(position))
+        .await
+        .expect("as of position");
+    assert_eq!((then.version, then.state.on_hand()), (2, 15));
+    let then = executor
+        .load_as_of::<Product>(&product, eventstore::store::AsOf::Time(between))
+        .await
+        .expect("as of time");
+    assert_eq!((then.version, then.state.on_hand()), (2, 15));
+    let now = executor.load::<Product>(&product).await.expect("now");
+    assert_eq!((now.version, now.state.on_hand()), (3, 22));
+    let before = executor
+        .load_as_of::<Product>(
+            &product,
+            eventstore::store::AsOf::Time(between - chrono::Duration::hours(1)),
+        )
+        .await
+        .expect("before it existed");
+    assert_eq!(before.version, 0);
+}
