@@ -153,5 +153,6 @@ async fn measure(
     let relay_rate = events as f64 / started.elapsed().as_secs_f64();
     stop.cancel();
     task.await??;
+    pool.close();
     Ok((raw, relay_rate))
 }
