@@ -249,7 +249,7 @@ impl Relay {
                 }
                 Some(acked) = in_flight.next() => {
                     let acked: Acked = acked?;
-                    self.save_checkpoint(acked.last).await?;
+                    self.save_checkpoint(acked.last, acked.sequence).await?;
                     metrics::counter!("ordo_relay_published_total").increment(acked.count);
                     self.stats.published.fetch_add(acked.count, Ordering::SeqCst);
                     let lag = (chrono::Utc::now() - acked.recorded_at).num_milliseconds().max(0);
@@ -323,6 +323,7 @@ impl Relay {
             }
             Ok(Acked {
                 last,
+                sequence: expected - 1,
                 count,
                 recorded_at,
             })
@@ -355,7 +356,7 @@ impl Relay {
                     } else if published > checkpoint {
                         tracing::info!(%published, %checkpoint, "stream is ahead of the checkpoint");
                         checkpoint = published;
-                        self.save_checkpoint(checkpoint).await?;
+                        self.save_checkpoint(checkpoint, last_sequence).await?;
                     }
                 }
                 None => tracing::warn!(
@@ -381,15 +382,15 @@ impl Relay {
         })
     }
 
-    async fn save_checkpoint(&self, position: Position) -> Result<(), StoreError> {
+    async fn save_checkpoint(&self, position: Position, sequence: u64) -> Result<(), StoreError> {
         let client = self.store.client().await?;
         let statement = client
             .prepare_cached(
-                "insert into relay_checkpoints (stream_name, transaction_id, position)
-                 values ($1, $2::text::xid8, $3)
+                "insert into relay_checkpoints (stream_name, transaction_id, position, stream_sequence)
+                 values ($1, $2::text::xid8, $3, $4)
                  on conflict (stream_name) do update
                    set transaction_id = excluded.transaction_id, position = excluded.position,
-                       updated_at = now()
+                       stream_sequence = excluded.stream_sequence, updated_at = now()
                  where (relay_checkpoints.transaction_id, relay_checkpoints.position)
                      < (excluded.transaction_id, excluded.position)",
             )
@@ -401,6 +402,7 @@ impl Relay {
                     &self.config.stream.as_str(),
                     &position.transaction_sql(),
                     &position.position,
+                    &(sequence as i64),
                 ],
             )
             .await?;
@@ -436,6 +438,8 @@ struct Prepared {
 #[derive(Debug)]
 struct Acked {
     last: Position,
+    /// The stream sequence `last` landed at.
+    sequence: u64,
     count: u64,
     recorded_at: chrono::DateTime<chrono::Utc>,
 }
@@ -501,22 +505,32 @@ fn published_position(payload: &[u8]) -> Option<(uuid::Uuid, Position)> {
 
 /// The relay's stored checkpoint for a stream (for `ordo status`).
 pub async fn checkpoint(
-    store: &EventStore,
+    client: &tokio_postgres::Client,
     stream: &StreamName,
-) -> Result<Option<(Position, chrono::DateTime<chrono::Utc>)>, StoreError> {
-    let client = store.client().await?;
+) -> Result<Option<RelayCheckpoint>, StoreError> {
     let row = client
         .query_opt(
-            "select transaction_id::text, position, updated_at from relay_checkpoints where stream_name = $1",
+            "select transaction_id::text, position, stream_sequence, updated_at
+               from relay_checkpoints where stream_name = $1",
             &[&stream.as_str()],
         )
         .await?;
-    Ok(row.map(|row| {
-        (
-            Position::new(row.get::<_, String>(0).parse().unwrap_or(0), row.get(1)),
-            row.get(2),
-        )
+    Ok(row.map(|row| RelayCheckpoint {
+        position: Position::new(row.get::<_, String>(0).parse().unwrap_or(0), row.get(1)),
+        stream_sequence: row.get::<_, i64>(2) as u64,
+        updated_at: row.get(3),
     }))
+}
+
+/// How far the relay has published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayCheckpoint {
+    /// The last event published.
+    pub position: Position,
+    /// The JetStream sequence it landed at.
+    pub stream_sequence: u64,
+    /// When this was recorded.
+    pub updated_at: chrono::DateTime<chrono::Utc>,
 }
 
 async fn sleep_or_stop(pause: Duration, shutdown: &CancellationToken) {

@@ -174,6 +174,25 @@ async fn publishes_every_event_once_in_log_order_as_cloudevents() {
     wait_for_messages(&js, env.stream.as_str(), 3000, Duration::from_secs(30)).await;
     assert_stream_is_the_log(&env, &js, &store).await;
 
+    // The checkpoint pairs the last event published with its stream sequence.
+    let last = whole_log(&store).await.last().expect("events").position;
+    let client = env.client().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let checkpoint = loop {
+        let checkpoint = eventstore::relay::checkpoint(&client, &env.stream)
+            .await
+            .expect("checkpoint")
+            .expect("recorded");
+        if checkpoint.position == last || Instant::now() > deadline {
+            break checkpoint;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        (checkpoint.position, checkpoint.stream_sequence),
+        (last, 3000)
+    );
+
     let message = &read_stream_messages(&js, env.stream.as_str()).await[0];
     let body: serde_json::Value = serde_json::from_slice(&message.payload).expect("json");
     for field in [

@@ -72,10 +72,12 @@ create table snapshots (
     taken_at     timestamptz not null default now()
 );
 
--- Where the relay has published up to, per JetStream stream it feeds.
+-- Where the relay has published up to, per JetStream stream it feeds: the
+-- last event published and the stream sequence it landed at.
 create table relay_checkpoints (
-    stream_name    text        not null primary key,
-    transaction_id xid8        not null,
-    position       bigint      not null,
-    updated_at     timestamptz not null default now()
+    stream_name     text        not null primary key,
+    transaction_id  xid8        not null,
+    position        bigint      not null,
+    stream_sequence bigint      not null default 0,
+    updated_at      timestamptz not null default now()
 );
