@@ -504,8 +504,8 @@ fn published_position(payload: &[u8]) -> Option<(uuid::Uuid, Position)> {
 }
 
 /// The relay's stored checkpoint for a stream (for `ordo status`).
-pub async fn checkpoint(
-    client: &tokio_postgres::Client,
+pub async fn checkpoint<C: tokio_postgres::GenericClient>(
+    client: &C,
     stream: &StreamName,
 ) -> Result<Option<RelayCheckpoint>, StoreError> {
     let row = client

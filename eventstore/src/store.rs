@@ -290,7 +290,7 @@ impl EventStore {
         limit: i64,
     ) -> Result<Vec<T>, StoreError> {
         let client = self.pool.get().await?;
-        read_log(&client, after, filter, limit).await
+        read_log(&**client, after, filter, limit).await
     }
 
     /// True when events have committed beyond the horizon: a reader that found
@@ -751,8 +751,8 @@ async fn find_command(
 }
 
 /// The log query behind [`EventStore::read_log`], on a given connection.
-pub async fn read_log<T: LogRow>(
-    client: &tokio_postgres::Client,
+pub async fn read_log<T: LogRow, C: tokio_postgres::GenericClient>(
+    client: &C,
     after: Position,
     filter: &LogFilter,
     limit: i64,

@@ -179,7 +179,7 @@ async fn publishes_every_event_once_in_log_order_as_cloudevents() {
     let client = env.client().await;
     let deadline = Instant::now() + Duration::from_secs(5);
     let checkpoint = loop {
-        let checkpoint = eventstore::relay::checkpoint(&client, &env.stream)
+        let checkpoint = eventstore::relay::checkpoint(&**client, &env.stream)
             .await
             .expect("checkpoint")
             .expect("recorded");

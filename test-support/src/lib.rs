@@ -7,7 +7,8 @@
 //! [`TestDatabase`] is the database part alone, not yet created, for tests of
 //! creation and migration themselves.
 //!
-//! [`servers`] has what outage tests need: a private nats-server to kill and
+//! [`shop`] makes users, products and orders through the real executor, and
+//! runs a relay into the test's stream. [`servers`] has what outage tests need: a private nats-server to kill and
 //! restart, a TCP proxy to cut, and a reader of a whole JetStream stream.
 //!
 //! The servers come from `DATABASE_URL` and `NATS_URL` (what `scripts/test`
@@ -15,6 +16,7 @@
 //! `ORDO_TEST_KEEP=1` to keep the database and stream of a failing test.
 
 pub mod servers;
+pub mod shop;
 
 use std::future::Future;
 use std::sync::Once;

@@ -1,0 +1,143 @@
+//! Projection checkpoints: the last event each projection applied, kept in
+//! the same transaction as the changes it made, so each event applies once.
+
+use chrono::{DateTime, Utc};
+use eventstore::{Position, StoreError};
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+/// A projection's checkpoint row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The projection.
+    pub projection: String,
+    /// The last event applied.
+    pub position: Position,
+    /// The JetStream sequence of the last message consumed.
+    pub stream_sequence: u64,
+    /// `running` or `failed`.
+    pub status: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The event it failed on.
+    pub failed_event: Option<Uuid>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "projection, transaction_id::text, position, stream_sequence, status, error, failed_event, updated_at";
+
+fn from_row(row: &tokio_postgres::Row) -> Result<Checkpoint, StoreError> {
+    let transaction: String = row.try_get(1)?;
+    Ok(Checkpoint {
+        projection: row.try_get(0)?,
+        position: Position::new(
+            transaction
+                .parse()
+                .map_err(|_| StoreError::Internal(format!("bad transaction id {transaction:?}")))?,
+            row.try_get(2)?,
+        ),
+        stream_sequence: row.try_get::<_, i64>(3)? as u64,
+        status: row.try_get(4)?,
+        error: row.try_get(5)?,
+        failed_event: row.try_get(6)?,
+        updated_at: row.try_get(7)?,
+    })
+}
+
+/// One projection's checkpoint.
+pub async fn load<C: GenericClient>(
+    client: &C,
+    projection: &str,
+) -> Result<Checkpoint, StoreError> {
+    let row = client
+        .query_opt(
+            &format!("select {COLUMNS} from read.checkpoints where projection = $1"),
+            &[&projection],
+        )
+        .await?
+        .ok_or_else(|| {
+            StoreError::Internal(format!("no checkpoint row for projection {projection}"))
+        })?;
+    from_row(&row)
+}
+
+/// One projection's checkpoint, locked until the transaction ends: the live
+/// projector and a rebuild's swap take turns on this row.
+pub async fn lock<C: GenericClient>(tx: &C, projection: &str) -> Result<Checkpoint, StoreError> {
+    let row = tx
+        .query_opt(
+            &format!("select {COLUMNS} from read.checkpoints where projection = $1 for update"),
+            &[&projection],
+        )
+        .await?
+        .ok_or_else(|| {
+            StoreError::Internal(format!("no checkpoint row for projection {projection}"))
+        })?;
+    from_row(&row)
+}
+
+/// Every checkpoint.
+pub async fn all<C: GenericClient>(client: &C) -> Result<Vec<Checkpoint>, StoreError> {
+    let rows = client
+        .query(
+            &format!("select {COLUMNS} from read.checkpoints order by projection"),
+            &[],
+        )
+        .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Moves the checkpoint (inside the batch's transaction).
+pub async fn advance<C: GenericClient>(
+    tx: &C,
+    projection: &str,
+    position: Position,
+    stream_sequence: u64,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "update read.checkpoints
+            set transaction_id = $2::text::xid8, position = $3, stream_sequence = $4,
+                status = 'running', error = null, failed_event = null, updated_at = now()
+          where projection = $1",
+        &[
+            &projection,
+            &position.transaction_sql(),
+            &position.position,
+            &(stream_sequence as i64),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records that the projection stopped on an event.
+pub async fn mark_failed<C: GenericClient>(
+    client: &C,
+    projection: &str,
+    event_id: Option<Uuid>,
+    error: &str,
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            "update read.checkpoints set status = 'failed', error = $2, failed_event = $3, updated_at = now()
+              where projection = $1",
+            &[&projection, &error, &event_id],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Marks a projection running again (a restart retries a failed event).
+pub async fn mark_running<C: GenericClient>(
+    client: &C,
+    projection: &str,
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            "update read.checkpoints set status = 'running', updated_at = now() where projection = $1",
+            &[&projection],
+        )
+        .await?;
+    Ok(())
+}

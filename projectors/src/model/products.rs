@@ -1,0 +1,198 @@
+//! Projection `products`: `read.products`, stock on hand and reserved per product.
+
+use std::collections::BTreeMap;
+
+use domain::event::AnyEvent;
+use domain::ids::StreamType;
+use domain::product::ProductEvent;
+use rust_decimal::Decimal;
+use tokio_postgres::Transaction;
+use uuid::Uuid;
+
+use crate::event::ProjectionEvent;
+use crate::projection::{expect_next, ApplyError};
+
+/// One row of `read.products`.
+#[derive(Debug, Clone, PartialEq)]
+struct Row {
+    sku: String,
+    name: String,
+    price: Decimal,
+    on_hand: i64,
+    reserved: i64,
+    discontinued: bool,
+    version: i64,
+}
+
+pub(crate) async fn apply(
+    tx: &Transaction<'_>,
+    schema: &str,
+    events: &[ProjectionEvent],
+) -> Result<(), ApplyError> {
+    let ids: Vec<Uuid> = events
+        .iter()
+        .filter(|e| e.stream_type == Some(StreamType::Product))
+        .filter_map(|e| e.aggregate_id)
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut rows: BTreeMap<Uuid, Row> = BTreeMap::new();
+    let loaded = tx
+        .query(
+            &format!(
+                "select id, sku, name, price::text, on_hand, reserved, discontinued, version
+                   from {schema}.products where id = any($1)"
+            ),
+            &[&ids],
+        )
+        .await?;
+    for row in loaded {
+        rows.insert(
+            row.get(0),
+            Row {
+                sku: row.get(1),
+                name: row.get(2),
+                price: super::decimal(row.get::<_, &str>(3))?,
+                on_hand: i64::from(row.get::<_, i32>(4)),
+                reserved: i64::from(row.get::<_, i32>(5)),
+                discontinued: row.get(6),
+                version: row.get(7),
+            },
+        );
+    }
+    let mut changed = std::collections::BTreeSet::new();
+
+    for (index, event) in events.iter().enumerate() {
+        if event.stream_type != Some(StreamType::Product) {
+            continue;
+        }
+        let poison = |reason: String| ApplyError::poison(events, index, reason);
+        let product = match &event.decoded {
+            Ok(AnyEvent::Product(product)) => product,
+            Ok(_) => return Err(poison("not a product event".into())),
+            Err(reason) => return Err(poison(reason.clone())),
+        };
+        let id = event
+            .aggregate_id
+            .ok_or_else(|| poison("stream id has no uuid".into()))?;
+        let current = rows.get(&id).map_or(0, |r| r.version);
+        expect_next(current, event.version).map_err(poison)?;
+        match product {
+            ProductEvent::ProductCreated {
+                sku,
+                name,
+                price,
+                stock,
+                ..
+            } => {
+                rows.insert(
+                    id,
+                    Row {
+                        sku: sku.as_str().to_owned(),
+                        name: name.as_str().to_owned(),
+                        price: price.amount(),
+                        on_hand: i64::from(*stock),
+                        reserved: 0,
+                        discontinued: false,
+                        version: 0,
+                    },
+                );
+            }
+            change => {
+                let row = rows
+                    .get_mut(&id)
+                    .ok_or_else(|| poison("product does not exist".into()))?;
+                evolve(row, change);
+                if row.reserved < 0 || row.on_hand < 0 || row.reserved > row.on_hand {
+                    return Err(poison(format!(
+                        "stock would become on_hand {} reserved {}",
+                        row.on_hand, row.reserved
+                    )));
+                }
+            }
+        }
+        let Some(row) = rows.get_mut(&id) else {
+            continue;
+        };
+        row.version = event.version as i64;
+        changed.insert(id);
+    }
+
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let mut cols = Columns::default();
+    for id in changed {
+        let Some(row) = rows.get(&id) else { continue };
+        cols.id.push(id);
+        cols.sku.push(row.sku.clone());
+        cols.name.push(row.name.clone());
+        cols.price.push(row.price.to_string());
+        cols.on_hand.push(to_i32(row.on_hand)?);
+        cols.reserved.push(to_i32(row.reserved)?);
+        cols.discontinued.push(row.discontinued);
+        cols.version.push(row.version);
+    }
+    tx.execute(
+        &format!(
+            "insert into {schema}.products (id, sku, name, price, on_hand, reserved, discontinued, version)
+             select id, sku, name, price::numeric, on_hand, reserved, discontinued, version
+               from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::int4[],
+                           $7::bool[], $8::int8[])
+                 as r(id, sku, name, price, on_hand, reserved, discontinued, version)
+             on conflict (id) do update
+               set sku = excluded.sku, name = excluded.name, price = excluded.price,
+                   on_hand = excluded.on_hand, reserved = excluded.reserved,
+                   discontinued = excluded.discontinued, version = excluded.version"
+        ),
+        &[
+            &cols.id,
+            &cols.sku,
+            &cols.name,
+            &cols.price,
+            &cols.on_hand,
+            &cols.reserved,
+            &cols.discontinued,
+            &cols.version,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Applies a change to an existing product's row.
+fn evolve(row: &mut Row, event: &ProductEvent) {
+    match event {
+        ProductEvent::ProductCreated { .. } => {}
+        ProductEvent::ProductRestocked { quantity } => row.on_hand += i64::from(quantity.get()),
+        ProductEvent::ProductPriceChanged { price } => row.price = price.amount(),
+        ProductEvent::ProductDiscontinued => row.discontinued = true,
+        ProductEvent::StockReserved { quantity, .. } => row.reserved += i64::from(quantity.get()),
+        ProductEvent::StockReleased { quantity, .. } => row.reserved -= i64::from(quantity.get()),
+        ProductEvent::StockShipped { quantity, .. } => {
+            row.reserved -= i64::from(quantity.get());
+            row.on_hand -= i64::from(quantity.get());
+        }
+    }
+}
+
+fn to_i32(n: i64) -> Result<i32, ApplyError> {
+    i32::try_from(n).map_err(|_| {
+        ApplyError::Store(eventstore::StoreError::Internal(format!(
+            "stock {n} out of range"
+        )))
+    })
+}
+
+#[derive(Default)]
+struct Columns {
+    id: Vec<Uuid>,
+    sku: Vec<String>,
+    name: Vec<String>,
+    price: Vec<String>,
+    on_hand: Vec<i32>,
+    reserved: Vec<i32>,
+    discontinued: Vec<bool>,
+    version: Vec<i64>,
+}

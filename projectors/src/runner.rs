@@ -1,0 +1,444 @@
+//! The live projector: one projection kept up to date from JetStream.
+//!
+//! **Why an ordered consumer, not a durable one.** The checkpoint in
+//! PostgreSQL, written in the same transaction as the read model's changes,
+//! is the only record of progress we trust. An ordered consumer is ephemeral
+//! and flow-controlled: it starts at the checkpoint's stream sequence + 1,
+//! delivers strictly in stream order (it recreates itself on any gap), and
+//! needs no acks, so there is no ack deadline to miss and no redelivery storm
+//! reordering one aggregate's events. A durable consumer would keep a second
+//! notion of progress on the server that can disagree with ours. Anything
+//! delivered again anyway (a restart, a reset sequence) sits at or below the
+//! checkpoint's position and is skipped.
+//!
+//! One instance per projection is active: a PostgreSQL advisory lock on a
+//! dedicated connection; others stand by and take over when its session ends.
+//! Each batch (whatever is ready, up to `batch_size`) is applied in one
+//! transaction together with the checkpoint. An event that cannot be applied
+//! stops the projection: the events before it are committed, the checkpoint
+//! row says `failed` and names the event, a metric and a log line say so.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull::OrderedConfig, consumer::DeliverPolicy};
+use eventstore::envelope::Envelope;
+use eventstore::nats::{StreamName, SubjectPrefix};
+use eventstore::{DatabaseUrl, StoreError};
+use futures::StreamExt as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::{self, Checkpoint};
+use crate::event::ProjectionEvent;
+use crate::projection::{ApplyError, Projection};
+
+/// How often a standby tries for the lock, and the active one checks it holds it.
+pub const STANDBY_POLL: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Consumers are created one at a time in a process: nats-server before
+/// 2.9.15 can drop the answers to concurrent creations.
+static CONSUMER_CREATION: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Settings of the projectors.
+#[derive(Debug, Clone)]
+pub struct ProjectorConfig {
+    /// The JetStream stream the relay feeds.
+    pub stream: StreamName,
+    /// Its subject prefix.
+    pub prefix: SubjectPrefix,
+    /// Most events applied in one transaction.
+    pub batch_size: usize,
+}
+
+impl ProjectorConfig {
+    /// Defaults for a stream and prefix.
+    pub fn new(stream: StreamName, prefix: SubjectPrefix) -> Self {
+        ProjectorConfig {
+            stream,
+            prefix,
+            batch_size: 500,
+        }
+    }
+}
+
+/// What a projector is doing, for tests and status.
+#[derive(Debug, Default)]
+pub struct ProjectorStats {
+    /// Holds the lock and applies events.
+    pub active: AtomicBool,
+    /// Events applied.
+    pub applied: AtomicU64,
+    /// Messages skipped as already applied.
+    pub skipped: AtomicU64,
+    /// Stopped on an event it cannot apply.
+    pub failed: AtomicBool,
+}
+
+/// Why a projector stopped for good.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectorError {
+    /// Something that retrying cannot fix.
+    #[error("projection {projection}: {reason}")]
+    Fatal {
+        /// The projection.
+        projection: Projection,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Trouble in one leadership term; retried.
+#[derive(Debug, thiserror::Error)]
+enum TermError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("JetStream: {0}")]
+    JetStream(String),
+    #[error("lost the projection lock")]
+    LostLock,
+    #[error("the checkpoint moved under the projector (a rebuild swapped it)")]
+    Moved,
+}
+
+impl From<tokio_postgres::Error> for TermError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        TermError::Store(e.into())
+    }
+}
+
+/// How a term ended without error.
+enum Ended {
+    Shutdown,
+    Failed,
+}
+
+/// Keeps one projection up to date.
+#[derive(Debug, Clone)]
+pub struct Projector {
+    projection: Projection,
+    pool: deadpool_postgres::Pool,
+    url: DatabaseUrl,
+    jetstream: jetstream::Context,
+    config: ProjectorConfig,
+    stats: Arc<ProjectorStats>,
+}
+
+impl Projector {
+    /// A projector for `projection`.
+    pub fn new(
+        projection: Projection,
+        pool: deadpool_postgres::Pool,
+        url: DatabaseUrl,
+        jetstream: jetstream::Context,
+        config: ProjectorConfig,
+    ) -> Projector {
+        Projector {
+            projection,
+            pool,
+            url,
+            jetstream,
+            config,
+            stats: Arc::default(),
+        }
+    }
+
+    /// Live figures.
+    pub fn stats(&self) -> Arc<ProjectorStats> {
+        self.stats.clone()
+    }
+
+    fn lock_key(&self) -> i64 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in format!("ordo.projection:{}", self.projection).bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        hash as i64
+    }
+
+    /// Runs until `shutdown`: stands by, leads, recovers. A projection that
+    /// failed on an event stays stopped (holding its lock, so no standby
+    /// fails on it again) until the process restarts.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ProjectorError> {
+        let name = self.projection.name();
+        let mut backoff = Duration::from_millis(100);
+        let mut announced = false;
+        while !shutdown.is_cancelled() {
+            let lock = match self.url.connect().await {
+                Ok(client) => match client
+                    .query_one("select pg_try_advisory_lock($1)", &[&self.lock_key()])
+                    .await
+                {
+                    Ok(row) if row.get::<_, bool>(0) => client,
+                    Ok(_) => {
+                        if !announced {
+                            tracing::info!(
+                                projection = name,
+                                "another projector is active; standing by"
+                            );
+                            announced = true;
+                        }
+                        sleep_or_stop(STANDBY_POLL, &shutdown).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(projection = name, error = %e, "cannot take the projection lock");
+                        sleep_or_stop(backoff, &shutdown).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(projection = name, error = %e, "projector cannot reach PostgreSQL; retrying");
+                    sleep_or_stop(backoff, &shutdown).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            };
+            announced = false;
+            self.stats.active.store(true, Ordering::SeqCst);
+            tracing::info!(projection = name, "projector is active");
+            let outcome = self.lead(&lock, &shutdown).await;
+            match outcome {
+                Ok(Ended::Shutdown) => {
+                    self.stats.active.store(false, Ordering::SeqCst);
+                    return Ok(());
+                }
+                Ok(Ended::Failed) => {
+                    self.stats.failed.store(true, Ordering::SeqCst);
+                    metrics::gauge!("ordo_projection_failed", "projection" => name).set(1.0);
+                    // Keep the lock: a standby would only fail on the same event.
+                    shutdown.cancelled().await;
+                    self.stats.active.store(false, Ordering::SeqCst);
+                    return Ok(());
+                }
+                Err(TermError::Moved) => {
+                    tracing::info!(
+                        projection = name,
+                        "checkpoint moved (rebuild); resuming from it"
+                    );
+                    backoff = Duration::from_millis(100);
+                }
+                Err(e) => {
+                    tracing::warn!(projection = name, error = %e, "projector interrupted; resuming");
+                    sleep_or_stop(backoff, &shutdown).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+            self.stats.active.store(false, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    /// One leadership term.
+    async fn lead(
+        &self,
+        lock: &tokio_postgres::Client,
+        shutdown: &CancellationToken,
+    ) -> Result<Ended, TermError> {
+        let name = self.projection.name();
+        let mut client = self.pool.get().await.map_err(StoreError::from)?;
+        let mut cp = checkpoint::load(&**client, name).await?;
+        if cp.status == "failed" {
+            tracing::info!(projection = name, event = ?cp.failed_event, "retrying after an earlier failure");
+            checkpoint::mark_running(&**client, name).await?;
+        }
+        metrics::gauge!("ordo_projection_failed", "projection" => name).set(0.0);
+
+        let stream = loop {
+            match self.jetstream.get_stream(self.config.stream.as_str()).await {
+                Ok(stream) => break stream,
+                Err(e) => {
+                    tracing::debug!(projection = name, error = %e, "waiting for the stream (the relay creates it)");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(Ended::Shutdown),
+                        _ = tokio::time::sleep(STANDBY_POLL) => {}
+                    }
+                }
+            }
+        };
+        let deliver_policy = match cp.stream_sequence {
+            0 => DeliverPolicy::All,
+            n => DeliverPolicy::ByStartSequence {
+                start_sequence: n + 1,
+            },
+        };
+        let consumer = {
+            let _serial = CONSUMER_CREATION.lock().await;
+            stream
+                .create_consumer(OrderedConfig {
+                    filter_subject: self.config.prefix.wildcard(),
+                    deliver_policy,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| TermError::JetStream(e.to_string()))?
+        };
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| TermError::JetStream(e.to_string()))?;
+        let mut chunks = messages.ready_chunks(self.config.batch_size.max(1));
+        let mut lock_check = tokio::time::interval(STANDBY_POLL);
+        loop {
+            let chunk = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(Ended::Shutdown),
+                _ = lock_check.tick() => {
+                    if lock.is_closed() {
+                        return Err(TermError::LostLock);
+                    }
+                    continue;
+                }
+                chunk = chunks.next() => chunk.ok_or_else(|| TermError::JetStream("message stream ended".into()))?,
+            };
+            let mut batch = Batch::default();
+            for message in chunk {
+                let message = message.map_err(|e| TermError::JetStream(e.to_string()))?;
+                let sequence = message
+                    .info()
+                    .map_err(|e| TermError::JetStream(e.to_string()))?
+                    .stream_sequence;
+                let expected = cp.stream_sequence + batch.messages + 1;
+                if sequence < expected {
+                    continue; // delivered again below the checkpoint
+                }
+                if sequence > expected {
+                    let reason = format!(
+                        "JetStream skipped from sequence {} to {sequence}: the stream no longer holds \
+                         events this projection needs; run `ordo rebuild {name}`",
+                        expected - 1
+                    );
+                    return self.fail(&client, None, &reason).await;
+                }
+                batch.messages += 1;
+                let envelope: Envelope = match serde_json::from_slice(&message.payload) {
+                    Ok(envelope) => envelope,
+                    Err(e) => {
+                        let reason = format!(
+                            "message {sequence} on {} is not an ordo event: {e}",
+                            message.subject
+                        );
+                        return self.fail(&client, None, &reason).await;
+                    }
+                };
+                if envelope.position <= cp.position {
+                    self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                batch.events.push(ProjectionEvent::from_envelope(envelope));
+                batch.sequences.push(sequence);
+            }
+            if batch.messages == 0 {
+                continue;
+            }
+            let last_sequence = cp.stream_sequence + batch.messages;
+            match self
+                .apply(&mut client, &cp, &batch.events, last_sequence)
+                .await
+            {
+                Ok(next) => {
+                    let applied = batch.events.len() as u64;
+                    self.stats.applied.fetch_add(applied, Ordering::Relaxed);
+                    metrics::counter!("ordo_projection_events_total", "projection" => name)
+                        .increment(applied);
+                    if let Some(last) = batch.events.last() {
+                        let lag = (chrono::Utc::now() - last.recorded_at)
+                            .num_milliseconds()
+                            .max(0);
+                        metrics::gauge!("ordo_projection_lag_seconds", "projection" => name)
+                            .set(lag as f64 / 1000.0);
+                    }
+                    cp = next;
+                }
+                Err(ApplyError::Poison {
+                    index,
+                    event_id,
+                    reason,
+                    ..
+                }) => {
+                    // Keep what came before the poison, then stop on it.
+                    if index > 0 {
+                        let prefix = &batch.events[..index];
+                        self.apply(&mut client, &cp, prefix, batch.sequences[index - 1])
+                            .await
+                            .map_err(|e| match e {
+                                ApplyError::Store(e) => TermError::Store(e),
+                                ApplyError::CheckpointMoved => TermError::Moved,
+                                other => TermError::Store(StoreError::Internal(other.to_string())),
+                            })?;
+                    }
+                    let event = &batch.events[index];
+                    let reason = format!(
+                        "{} {} at {}: {reason}",
+                        event.event_type, event_id, event.position
+                    );
+                    return self.fail(&client, Some(event_id), &reason).await;
+                }
+                Err(ApplyError::CheckpointMoved) => return Err(TermError::Moved),
+                Err(ApplyError::Store(e)) => return Err(TermError::Store(e)),
+            }
+        }
+    }
+
+    /// Applies events and moves the checkpoint, in one transaction that
+    /// first checks nobody else moved the checkpoint.
+    async fn apply(
+        &self,
+        client: &mut deadpool_postgres::Object,
+        cp: &Checkpoint,
+        events: &[ProjectionEvent],
+        last_sequence: u64,
+    ) -> Result<Checkpoint, ApplyError> {
+        let name = self.projection.name();
+        let tx = client.transaction().await?;
+        let current = checkpoint::lock(&*tx, name).await?;
+        if current.position != cp.position || current.stream_sequence != cp.stream_sequence {
+            return Err(ApplyError::CheckpointMoved);
+        }
+        self.projection.apply(&tx, "read", events).await?;
+        let position = events.last().map_or(cp.position, |e| e.position);
+        checkpoint::advance(&*tx, name, position, last_sequence).await?;
+        tx.commit().await?;
+        Ok(Checkpoint {
+            position,
+            stream_sequence: last_sequence,
+            status: "running".into(),
+            error: None,
+            failed_event: None,
+            ..cp.clone()
+        })
+    }
+
+    async fn fail(
+        &self,
+        client: &tokio_postgres::Client,
+        event_id: Option<uuid::Uuid>,
+        reason: &str,
+    ) -> Result<Ended, TermError> {
+        let name = self.projection.name();
+        tracing::error!(projection = name, event = ?event_id, reason, "projection stopped on an event it cannot apply");
+        metrics::counter!("ordo_projection_failures_total", "projection" => name).increment(1);
+        checkpoint::mark_failed(client, name, event_id, reason).await?;
+        Ok(Ended::Failed)
+    }
+}
+
+/// The messages of one chunk.
+#[derive(Default)]
+struct Batch {
+    /// Messages consumed (applied or skipped).
+    messages: u64,
+    /// Events to apply, in order.
+    events: Vec<ProjectionEvent>,
+    /// Their stream sequences.
+    sequences: Vec<u64>,
+}
+
+async fn sleep_or_stop(pause: Duration, shutdown: &CancellationToken) {
+    tokio::select! {
+        _ = tokio::time::sleep(pause) => {}
+        _ = shutdown.cancelled() => {}
+    }
+}

@@ -1,0 +1,249 @@
+//! A shop to test with: users, products and orders made through the real
+//! executor and domain, and a relay feeding the test's JetStream stream.
+
+use domain::ids::{OrderId, ProductId, UserId};
+use domain::order::{Order, OrderCommand};
+use domain::product::{Product, ProductCommand};
+use domain::user::{User, UserCommand};
+use domain::values::{CancelReason, Email, Money, Name, Quantity, Sku};
+use eventstore::executor::{CommandContext, Executor};
+use eventstore::notify::LogListener;
+use eventstore::relay::{Relay, RelayConfig, RelayStats};
+use eventstore::{EventStore, Position};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::TestEnv;
+
+/// Executes domain commands against a test's database.
+#[derive(Debug, Clone)]
+pub struct Shop {
+    /// The store.
+    pub store: EventStore,
+    /// The executor on it.
+    pub executor: Executor,
+}
+
+fn quantity(n: u32) -> Quantity {
+    Quantity::new(n).unwrap_or_else(|e| panic!("quantity {n}: {e}"))
+}
+
+impl Shop {
+    /// A shop on `env`'s database.
+    pub fn new(env: &TestEnv) -> Shop {
+        let store = EventStore::new(env.pool.clone());
+        Shop {
+            executor: Executor::new(store.clone()),
+            store,
+        }
+    }
+
+    async fn run<A: domain::aggregate::Aggregate>(
+        &self,
+        stream: &str,
+        command: A::Command,
+    ) -> Position
+    where
+        A::Error: std::fmt::Debug,
+    {
+        let executed = self
+            .executor
+            .execute::<A>(
+                stream,
+                command,
+                &CommandContext {
+                    correlation_id: Some(Uuid::new_v4()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("command on {stream}: {e:?}"));
+        executed
+            .position
+            .unwrap_or_else(|| panic!("command on {stream} changed nothing"))
+    }
+
+    /// Registers a user with a unique email.
+    pub async fn register_user(&self, name: &str) -> (UserId, Position) {
+        let id = UserId::new(Uuid::new_v4());
+        let email = Email::parse(&format!("{}@example.com", Uuid::new_v4().simple()))
+            .unwrap_or_else(|e| panic!("email: {e}"));
+        let name = Name::parse(name).unwrap_or_else(|e| panic!("name: {e}"));
+        let position = self
+            .run::<User>(
+                &id.stream_id(),
+                UserCommand::Register {
+                    user_id: id,
+                    email,
+                    name,
+                },
+            )
+            .await;
+        (id, position)
+    }
+
+    /// Renames a user.
+    pub async fn rename_user(&self, id: UserId, name: &str) -> Position {
+        let name = Name::parse(name).unwrap_or_else(|e| panic!("name: {e}"));
+        self.run::<User>(&id.stream_id(), UserCommand::Rename { name })
+            .await
+    }
+
+    /// Creates a product with a unique SKU.
+    pub async fn create_product(&self, stock: u32, price: &str) -> (ProductId, Position) {
+        let id = ProductId::new(Uuid::new_v4());
+        let command = ProductCommand::Create {
+            product_id: id,
+            sku: Sku::parse(&format!(
+                "SKU-{}",
+                &Uuid::new_v4().simple().to_string()[..12]
+            ))
+            .unwrap_or_else(|e| panic!("sku: {e}")),
+            name: Name::parse("Widget").unwrap_or_else(|e| panic!("name: {e}")),
+            price: Money::parse(price).unwrap_or_else(|e| panic!("price: {e}")),
+            stock,
+        };
+        let position = self.run::<Product>(&id.stream_id(), command).await;
+        (id, position)
+    }
+
+    /// Adds stock.
+    pub async fn restock(&self, id: ProductId, n: u32) -> Position {
+        self.run::<Product>(
+            &id.stream_id(),
+            ProductCommand::Restock {
+                quantity: quantity(n),
+            },
+        )
+        .await
+    }
+
+    /// Places an order (prices captured from the products now).
+    pub async fn place_order(
+        &self,
+        user: UserId,
+        lines: &[(ProductId, u32)],
+    ) -> (OrderId, Position) {
+        let order_id = OrderId::new(Uuid::new_v4());
+        let user_state = self
+            .executor
+            .load::<User>(&user.stream_id())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .state;
+        let mut products = Vec::new();
+        for (id, n) in lines {
+            let state = self
+                .executor
+                .load::<Product>(&id.stream_id())
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .state;
+            products.push((*id, quantity(*n), state));
+        }
+        let borrowed: Vec<_> = products.iter().map(|(id, q, s)| (*id, *q, s)).collect();
+        let command = domain::order::place_order(order_id, &user_state, &borrowed)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let position = self.run::<Order>(&order_id.stream_id(), command).await;
+        (order_id, position)
+    }
+
+    /// What the saga does for an order whose stock is there: reserve every
+    /// line, then confirm.
+    pub async fn reserve_and_confirm(&self, order: OrderId) -> Position {
+        let state = self
+            .executor
+            .load::<Order>(&order.stream_id())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .state;
+        for line in state.lines() {
+            self.run::<Product>(
+                &line.product_id.stream_id(),
+                ProductCommand::ReserveStock {
+                    order_id: order,
+                    quantity: line.quantity,
+                },
+            )
+            .await;
+        }
+        self.run::<Order>(&order.stream_id(), OrderCommand::Confirm)
+            .await
+    }
+
+    /// Pays the order's total.
+    pub async fn pay(&self, order: OrderId) -> Position {
+        let state = self
+            .executor
+            .load::<Order>(&order.stream_id())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .state;
+        let amount = state
+            .total()
+            .unwrap_or_else(|| panic!("order {order} has no total"));
+        self.run::<Order>(&order.stream_id(), OrderCommand::Pay { amount })
+            .await
+    }
+
+    /// Cancels the order and releases its stock, as the saga would.
+    pub async fn cancel(&self, order: OrderId) -> Position {
+        let state = self
+            .executor
+            .load::<Order>(&order.stream_id())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .state;
+        let reason = CancelReason::parse("customer_request").unwrap_or_else(|e| panic!("{e}"));
+        let mut position = self
+            .run::<Order>(&order.stream_id(), OrderCommand::Cancel { reason })
+            .await;
+        for line in state.lines() {
+            position = self
+                .run::<Product>(
+                    &line.product_id.stream_id(),
+                    ProductCommand::ReleaseStock { order_id: order },
+                )
+                .await;
+        }
+        position
+    }
+}
+
+/// A relay running for a test.
+#[derive(Debug)]
+pub struct RunningRelay {
+    /// Its task.
+    pub task: tokio::task::JoinHandle<()>,
+    /// Cancel to stop it.
+    pub stop: CancellationToken,
+    /// Its figures.
+    pub stats: std::sync::Arc<RelayStats>,
+}
+
+impl Drop for RunningRelay {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.task.abort();
+    }
+}
+
+/// Starts a relay from `env`'s database to its stream.
+pub fn spawn_relay(env: &TestEnv, store: &EventStore) -> RunningRelay {
+    let relay = Relay::new(
+        store.clone(),
+        env.database_url.clone(),
+        env.jetstream.clone(),
+        LogListener::spawn(env.database_url.clone()),
+        RelayConfig::new(env.stream.clone(), env.prefix.clone()),
+    );
+    let stats = relay.stats();
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let task = tokio::spawn(async move {
+        if let Err(e) = relay.run(token).await {
+            panic!("relay: {e}");
+        }
+    });
+    RunningRelay { task, stop, stats }
+}
