@@ -123,8 +123,8 @@ pub enum Command {
     Relay,
     /// Projectors keeping read models up to date (all when no NAME is given).
     Projector {
-        /// Projections to run.
-        names: Vec<String>,
+        /// Projections to run: users, products, orders.
+        names: Vec<projectors::Projection>,
     },
     /// The order-fulfilment saga coordinator.
     Saga {
@@ -138,8 +138,8 @@ pub enum Command {
         /// Rebuild every projection.
         #[arg(long, conflicts_with = "names", required_unless_present = "names")]
         all: bool,
-        /// Projections to rebuild.
-        names: Vec<String>,
+        /// Projections to rebuild: users, products, orders.
+        names: Vec<projectors::Projection>,
         /// Build and print the differences without swapping.
         #[arg(long)]
         dry_run: bool,

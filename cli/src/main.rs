@@ -3,13 +3,15 @@
 //! - [`config`]: command line and environment (CONTRACT.md section 1).
 //! - [`logging`], [`shutdown`]: process plumbing.
 //! - [`roles`]: several roles in one process, stopped together.
-//! - [`run`]: what each subcommand does; [`events`] the audit query.
+//! - [`run`]: what each subcommand does; [`events`] the audit query;
+//!   [`ops`] rebuild, check and status.
 //! - [`bench`]: the benchmarks of `ordo bench`.
 
 mod bench;
 mod config;
 mod events;
 mod logging;
+mod ops;
 mod roles;
 mod run;
 mod shutdown;

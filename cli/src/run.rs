@@ -3,6 +3,7 @@
 use anyhow::Context as _;
 use eventstore::notify::LogListener;
 use eventstore::EventStore;
+use projectors::Projection;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{BenchScenario, Cli, Command, GlobalArgs, HttpArgs};
@@ -17,16 +18,34 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Api { http } => api(&global, &http).await,
         Command::Relay => relay(&global).await,
         Command::Migrate => migrate(&global).await,
-        Command::Projector { .. } => not_yet("projector", "the projectors"),
+        Command::Projector { names } => projector(&global, names).await,
         Command::Saga { .. } => not_yet("saga", "the order-fulfilment saga"),
-        Command::Rebuild { .. } => not_yet("rebuild", "the projectors"),
+        Command::Rebuild {
+            all,
+            names,
+            dry_run,
+        } => {
+            let pool = global.database_url.pool(4)?;
+            check_postgres(&global, &pool).await?;
+            let projections = if all { Projection::ALL.to_vec() } else { names };
+            crate::ops::rebuild(&pool, &global.stream, projections, dry_run).await
+        }
         Command::Events(args) => {
             let pool = global.database_url.pool(2)?;
             check_postgres(&global, &pool).await?;
             crate::events::run(&EventStore::new(pool), args).await
         }
-        Command::Check => not_yet("check", "the projectors"),
-        Command::Status => not_yet("status", "the projectors"),
+        Command::Check => {
+            let pool = global.database_url.pool(4)?;
+            check_postgres(&global, &pool).await?;
+            let nats = eventstore::nats::connect(&global.nats_url, "ordo-check").await?;
+            crate::ops::check(&pool, &async_nats::jetstream::new(nats), &global.stream).await
+        }
+        Command::Status => {
+            let pool = global.database_url.pool(2)?;
+            check_postgres(&global, &pool).await?;
+            crate::ops::status(&EventStore::new(pool), &global.stream).await
+        }
         Command::Bench { scenario } => bench(&global, scenario).await,
     }
 }
@@ -120,6 +139,42 @@ fn relay_role(
     async move { Ok(relay.run(shutdown).await?) }
 }
 
+/// The projector roles, one per projection.
+fn projector_roles(
+    roles: &mut Roles,
+    global: &GlobalArgs,
+    connections: &Connections,
+    projections: &[Projection],
+    shutdown: &CancellationToken,
+) {
+    for projection in projections {
+        let projector = projectors::Projector::new(
+            *projection,
+            connections.pool.clone(),
+            global.database_url.clone(),
+            async_nats::jetstream::new(connections.nats.clone()),
+            projectors::ProjectorConfig::new(global.stream.clone(), global.subject_prefix.clone()),
+        );
+        let shutdown = shutdown.clone();
+        roles.spawn(projection.role(), async move {
+            Ok(projector.run(shutdown).await?)
+        });
+    }
+}
+
+async fn projector(global: &GlobalArgs, names: Vec<Projection>) -> anyhow::Result<()> {
+    let shutdown = shutdown::on_signal();
+    let connections = connect(global, "ordo-projector").await?;
+    let projections = if names.is_empty() {
+        Projection::ALL.to_vec()
+    } else {
+        names
+    };
+    let mut roles = Roles::new(shutdown.clone());
+    projector_roles(&mut roles, global, &connections, &projections, &shutdown);
+    roles.run_until_stopped().await
+}
+
 async fn up(global: &GlobalArgs, http: &HttpArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
     eventstore::migrations::migrate(&global.database_url).await?;
@@ -127,6 +182,13 @@ async fn up(global: &GlobalArgs, http: &HttpArgs) -> anyhow::Result<()> {
     let listener = bind(http).await?;
     let mut roles = Roles::new(shutdown.clone());
     roles.spawn("relay", relay_role(global, &connections, shutdown.clone()));
+    projector_roles(
+        &mut roles,
+        global,
+        &connections,
+        &Projection::ALL,
+        &shutdown,
+    );
     roles.spawn("api", api_role(&connections, listener, shutdown));
     roles.run_until_stopped().await
 }

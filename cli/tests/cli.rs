@@ -128,7 +128,7 @@ fn an_unreachable_database_is_one_line_and_status_1() {
 
 #[test]
 fn unbuilt_capabilities_say_so_and_fail() {
-    let out = ordo(&["status"]);
+    let out = ordo(&["bench", "place-orders"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("not available yet"));
 }

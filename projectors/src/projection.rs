@@ -40,6 +40,15 @@ impl Projection {
         }
     }
 
+    /// The name of its role in a process (`projector:users`).
+    pub fn role(self) -> &'static str {
+        match self {
+            Projection::Users => "projector:users",
+            Projection::Products => "projector:products",
+            Projection::Orders => "projector:orders",
+        }
+    }
+
     /// The tables it owns (in schema `read`), in creation order.
     pub fn tables(self) -> &'static [&'static str] {
         match self {
