@@ -25,7 +25,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             names,
             dry_run,
         } => {
-            let pool = global.database_url.pool(4)?;
+            let pool = global.database_url.pool(10)?;
             check_postgres(&global, &pool).await?;
             let projections = if all { Projection::ALL.to_vec() } else { names };
             crate::ops::rebuild(&pool, &global.stream, projections, dry_run).await
@@ -36,7 +36,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::events::run(&EventStore::new(pool), args).await
         }
         Command::Check => {
-            let pool = global.database_url.pool(4)?;
+            let pool = global.database_url.pool(10)?;
             check_postgres(&global, &pool).await?;
             let nats = eventstore::nats::connect(&global.nats_url, "ordo-check").await?;
             crate::ops::check(&pool, &async_nats::jetstream::new(nats), &global.stream).await
@@ -221,7 +221,9 @@ async fn bench(global: &GlobalArgs, scenario: BenchScenario) -> anyhow::Result<(
         BenchScenario::Relay { events, json } => {
             crate::bench::relay::run(global, events, json.as_deref()).await
         }
-        BenchScenario::Rebuild { .. } => not_yet("bench rebuild", "the projectors"),
+        BenchScenario::Rebuild { events, json } => {
+            crate::bench::rebuild::run(global, events, json.as_deref()).await
+        }
         BenchScenario::PlaceOrders { .. } => not_yet("bench place-orders", "the HTTP API"),
     }
 }

@@ -56,3 +56,16 @@ fn relay_benchmark_reports_ordo_next_to_raw_publishing() {
     assert!(figures["relay_events_per_sec"].as_f64().unwrap_or(0.0) > 0.0);
     assert!(figures["raw_publish_msgs_per_sec"].as_f64().unwrap_or(0.0) > 0.0);
 }
+
+#[test]
+fn rebuild_benchmark_reports_ordo_next_to_raw_reads() {
+    let figures = run_bench(&["rebuild", "--events", "3000"]);
+    assert!(figures["rebuild_events_per_sec"].as_f64().unwrap_or(0.0) > 0.0);
+    assert!(
+        figures["raw_log_read_events_per_sec"]
+            .as_f64()
+            .unwrap_or(0.0)
+            > 0.0
+    );
+    assert!(figures["events"].as_u64().unwrap_or(0) >= 3000);
+}

@@ -225,11 +225,21 @@ async fn run(
         applied,
         total: total as u64,
     });
+    // Each projection writes on a connection of its own, so their batches
+    // are applied side by side.
+    let mut writers = Vec::with_capacity(projections.len());
+    for _ in projections {
+        writers.push(pool.get().await?);
+    }
     while let Some(batch) = batches.recv().await {
         let batch = batch?;
-        for projection in projections {
-            apply_batch(&mut client, *projection, &batch).await?;
-        }
+        futures::future::try_join_all(
+            writers
+                .iter_mut()
+                .zip(projections)
+                .map(|(writer, projection)| apply_batch(writer, *projection, &batch)),
+        )
+        .await?;
         applied += batch.len() as u64;
         if let Some(last) = batch.last() {
             built_to = last.position;

@@ -7,6 +7,7 @@
 //! streams, and remove them afterwards.
 
 pub mod append;
+pub mod rebuild;
 pub mod relay;
 
 use std::path::Path;
@@ -35,8 +36,12 @@ impl Scratch {
         Ok(Scratch { url })
     }
 
-    /// Drops it.
+    /// Drops it (unless `ORDO_BENCH_KEEP` is set, for looking inside).
     pub async fn drop_database(self) -> anyhow::Result<()> {
+        if std::env::var_os("ORDO_BENCH_KEEP").is_some() {
+            eprintln!("ORDO_BENCH_KEEP: kept database {}", self.url.database());
+            return Ok(());
+        }
         let admin = self.url.with_database("postgres").connect().await?;
         admin
             .batch_execute(&format!(
