@@ -63,6 +63,15 @@ pub enum StoreError {
     /// success, so callers only see it from lower-level functions.
     #[error("command already executed")]
     AlreadyExecuted(Box<crate::store::Appended>),
+    /// A command id already executed against another stream: the caller
+    /// reused an idempotency key for a different request.
+    #[error("command id {command_id} was already used for {stream_id}")]
+    CommandIdReused {
+        /// The command id.
+        command_id: String,
+        /// The stream it was executed on.
+        stream_id: String,
+    },
     /// Something that should not happen did; the message says what.
     #[error("internal error: {0}")]
     Internal(String),

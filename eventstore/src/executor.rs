@@ -222,17 +222,29 @@ impl Executor {
     ) -> Result<Executed<A>, ExecuteError<A::Error>> {
         if let Some(command_id) = &ctx.command_id {
             if let Some(done) = self.store.executed_command(command_id).await? {
-                return self.replay::<A>(stream_id, done).await;
+                return self.replay::<A>(stream_id, ctx, done).await;
             }
         }
         let loaded = self.load::<A>(stream_id).await?;
-        let events = A::decide(&loaded.state, command).map_err(ExecuteError::Rejected)?;
+        let events = match A::decide(&loaded.state, command) {
+            Ok(events) => events,
+            Err(refusal) => {
+                // The same command may have committed between our check and
+                // our load (its effect is why it is refused now): a retry.
+                if let Some(command_id) = &ctx.command_id {
+                    if let Some(done) = self.store.executed_command(command_id).await? {
+                        return self.replay::<A>(stream_id, ctx, done).await;
+                    }
+                }
+                return Err(ExecuteError::Rejected(refusal));
+            }
+        };
         if events.is_empty() {
             // The same command may have committed between our check and our
             // load (its effect is why nothing is left to do): answer as a retry.
             if let Some(command_id) = &ctx.command_id {
                 if let Some(done) = self.store.executed_command(command_id).await? {
-                    return self.replay::<A>(stream_id, done).await;
+                    return self.replay::<A>(stream_id, ctx, done).await;
                 }
             }
             return Ok(Executed {
@@ -280,7 +292,7 @@ impl Executor {
             .await?;
         if appended.replayed {
             // The same command id committed concurrently.
-            return self.replay::<A>(stream_id, appended).await;
+            return self.replay::<A>(stream_id, ctx, appended).await;
         }
         let state = events.iter().fold(loaded.state, A::evolve);
         if appended.last_version - loaded.snapshot_version >= SNAPSHOT_EVERY {
@@ -300,13 +312,14 @@ impl Executor {
     async fn replay<A: Aggregate>(
         &self,
         stream_id: &str,
+        ctx: &CommandContext,
         done: crate::store::Appended,
     ) -> Result<Executed<A>, ExecuteError<A::Error>> {
         if done.stream_id != stream_id {
-            return Err(ExecuteError::Store(StoreError::Internal(format!(
-                "command id was already used for {}, not {stream_id}",
-                done.stream_id
-            ))));
+            return Err(ExecuteError::Store(StoreError::CommandIdReused {
+                command_id: ctx.command_id.clone().unwrap_or_default(),
+                stream_id: done.stream_id,
+            }));
         }
         let loaded = self.load::<A>(stream_id).await?;
         Ok(Executed {

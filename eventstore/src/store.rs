@@ -219,6 +219,21 @@ impl EventStore {
         Ok(row.get::<_, i64>(0) as u64)
     }
 
+    /// The position of a stream's last event (`None`: no such stream).
+    pub async fn stream_head(&self, stream_id: &str) -> Result<Option<Position>, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(
+                "select transaction_id::text, position from events
+                  where stream_id = $1 order by version desc limit 1",
+            )
+            .await?;
+        match client.query_opt(&statement, &[&stream_id]).await? {
+            Some(row) => Ok(Some(position_from(&row, 0, 1)?)),
+            None => Ok(None),
+        }
+    }
+
     /// Events of one stream with a version above `after_version`, in order, at
     /// most `limit`.
     pub async fn read_stream(

@@ -293,3 +293,39 @@ async fn time_travel_folds_a_stream_up_to_a_position_or_a_time() {
         .expect("before it existed");
     assert_eq!(before.version, 0);
 }
+
+#[tokio::test]
+async fn a_create_retried_concurrently_under_one_command_id_is_one_success() {
+    // The retries that lose the race find the user registered: that refusal
+    // must turn into the first execution's answer, not an error.
+    let env = TestEnv::new().await;
+    let executor = Executor::new(EventStore::new(env.pool.clone()));
+    for round in 0..5 {
+        let (stream, command) = register(&format!("retry{round}@example.com"));
+        let ctx = CommandContext {
+            command_id: Some(format!("register-{round}")),
+            ..Default::default()
+        };
+        let mut tasks = Vec::new();
+        for _ in 0..6 {
+            let (executor, stream, command, ctx) = (
+                executor.clone(),
+                stream.clone(),
+                command.clone(),
+                ctx.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                executor.execute::<User>(&stream, command, &ctx).await
+            }));
+        }
+        let mut positions = Vec::new();
+        for task in tasks {
+            let executed = task.await.expect("task").expect("every retry succeeds");
+            positions.push(executed.position);
+        }
+        assert!(
+            positions.windows(2).all(|w| w[0] == w[1]),
+            "round {round}: {positions:?}"
+        );
+    }
+}
