@@ -98,6 +98,9 @@ pub enum ValueError {
         /// The maximum length, in characters.
         max: usize,
     },
+    /// A reason with control characters.
+    #[error("reason must not contain control characters")]
+    ReasonControl,
 }
 
 impl ErrorKindOf for ValueError {
@@ -279,6 +282,10 @@ impl CancelReason {
         }
         if s.chars().count() > Self::MAX_LEN {
             return Err(ValueError::ReasonTooLong { max: Self::MAX_LEN });
+        }
+        // They break logs and terminals, and PostgreSQL cannot store U+0000.
+        if s.chars().any(char::is_control) {
+            return Err(ValueError::ReasonControl);
         }
         Ok(Self(s.to_owned()))
     }
@@ -570,6 +577,11 @@ mod tests {
             CancelReason::parse(&"x".repeat(201)),
             Err(ValueError::ReasonTooLong { max: 200 })
         );
+        assert_eq!(
+            CancelReason::parse("a\u{0}b"),
+            Err(ValueError::ReasonControl)
+        );
+        assert_eq!(CancelReason::parse("a\nb"), Err(ValueError::ReasonControl));
         assert_eq!(
             CancelReason::payment_timeout().as_str(),
             CancelReason::PAYMENT_TIMEOUT

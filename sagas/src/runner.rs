@@ -1,0 +1,1107 @@
+//! The saga runner: one active coordinator that consumes events from
+//! JetStream, keeps each order's saga state in PostgreSQL, runs the commands
+//! the state machine asks for, and fires durable timers.
+//!
+//! How the pieces fit:
+//!
+//! - **Leadership.** Several `ordo saga` processes may run; one coordinates.
+//!   It holds a PostgreSQL advisory lock on a connection of its own (like the
+//!   relay); the others try for it every `standby_poll` and take over when
+//!   the leader's session ends. Within the leader, a saga's state changes are
+//!   serialised by its row lock and its commands by one driver task per order,
+//!   so no two actors ever work on one order at the same moment.
+//! - **Consumption.** An ordered consumer on `<prefix>.>` (one filter subject:
+//!   nats-server 2.9.10), started after the checkpoint's stream sequence.
+//!   Messages are handled in batches of what is ready: for each batch, one
+//!   transaction locks the sagas concerned, feeds each message to the pure
+//!   state machine (`domain::fulfilment::handle`), writes the new states, the
+//!   timers they set, the message ids handled and the checkpoint, and commits.
+//!   Only then do the commands run. A message at or below the checkpoint (by
+//!   sequence or log position) or whose id was handled before is a no-op, so
+//!   redelivery, a reset checkpoint or a republished event changes nothing.
+//! - **Commands** run through the event store's executor with their
+//!   deterministic ids, one at a time per order, each answer fed back to the
+//!   state machine in its own transaction. A queued command is checked
+//!   against the saga's current state before it runs. Transient failures are
+//!   retried with backoff in-process, then reported as `CommandFailed`; the
+//!   state machine decides whether to try again or (compensations) to give
+//!   up and need attention.
+//! - **Timers** are rows written with the state that set them. The leader
+//!   polls for due ones with `for update skip locked`, feeds
+//!   `PaymentTimerFired` and deletes the row in one transaction.
+//! - **Recovery.** A new coordinator re-issues the pending commands of every
+//!   unfinished saga; their ids make that harmless if they already ran.
+//! - **Locks.** Transactions lock saga rows before timer rows: the consumer
+//!   locks a batch's sagas (in `order_id` order), a command's outcome locks
+//!   its one saga; either may then write that saga's timer. The poller locks
+//!   timer and saga together with `skip locked`, so it never waits, and
+//!   nothing that waits holds a lock another waiter needs: no deadlock. No
+//!   transaction takes a second pooled connection while holding row locks.
+//! - **Failures.** Anything transient (PostgreSQL, NATS) ends the leadership
+//!   term; the runner backs off and starts a new one from the durable state.
+//!   A message or outcome the state machine cannot express parks that one
+//!   saga (`parked`), never the runner.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer::pull::OrderedConfig, consumer::DeliverPolicy};
+use chrono::Utc;
+use domain::fulfilment::{SagaCommand, SagaConfig, SagaInput, SagaPhase};
+use domain::ids::OrderId;
+use eventstore::executor::{CommandContext, Executor};
+use eventstore::nats::{ensure_stream, BusError, StreamName, SubjectPrefix};
+use eventstore::DatabaseUrl;
+use futures::StreamExt as _;
+use rand::Rng as _;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::clock::{Clock, SystemClock};
+use crate::commands::{self, Outcome, StreamLocks};
+use crate::error::SagaError;
+use crate::hooks::{Hooks, Injected, Step};
+use crate::input::{classify, Classified, Incoming};
+use crate::store::{self, Checkpoint, SagaRow};
+
+/// Settings of a saga runner.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// The JetStream stream to consume (`ORDO_STREAM`).
+    pub stream: StreamName,
+    /// First token of every subject (`ORDO_SUBJECT_PREFIX`).
+    pub prefix: SubjectPrefix,
+    /// How long a confirmed order may stay unpaid (`ORDO_PAYMENT_TIMEOUT`).
+    pub payment_timeout: Duration,
+    /// Tries of a compensation before the saga needs attention.
+    pub max_compensation_attempts: u32,
+    /// In-process retries of a command after a transient failure, before
+    /// the failure is reported to the state machine.
+    pub command_retries: u32,
+    /// First pause between retries; it doubles up to `max_backoff`.
+    pub retry_backoff: Duration,
+    /// Longest pause between retries (of commands, and of leadership terms).
+    pub max_backoff: Duration,
+    /// How often the leader looks for due timers.
+    pub timer_poll: Duration,
+    /// How often a standby tries to become the coordinator (and the leader
+    /// checks it still is).
+    pub standby_poll: Duration,
+    /// Most messages handled in one transaction.
+    pub batch_size: usize,
+    /// Most commands running at once, over all orders.
+    pub max_concurrent_commands: usize,
+}
+
+impl RunnerConfig {
+    /// Production defaults for a stream, prefix and payment timeout.
+    pub fn new(stream: StreamName, prefix: SubjectPrefix, payment_timeout: Duration) -> Self {
+        RunnerConfig {
+            stream,
+            prefix,
+            payment_timeout,
+            max_compensation_attempts: 5,
+            command_retries: 3,
+            retry_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            timer_poll: Duration::from_secs(1),
+            standby_poll: Duration::from_secs(1),
+            batch_size: 256,
+            max_concurrent_commands: 16,
+        }
+    }
+
+    fn machine(&self) -> SagaConfig {
+        SagaConfig {
+            payment_timeout: chrono::Duration::from_std(self.payment_timeout)
+                .unwrap_or_else(|_| chrono::Duration::days(365)),
+            max_compensation_attempts: self.max_compensation_attempts.max(1),
+        }
+    }
+
+    /// `retry_backoff × 2^attempt`, capped, with jitter so retries of many
+    /// sagas spread out.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling = self
+            .retry_backoff
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.max_backoff);
+        let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(rand::rng().random_range(millis / 2..=millis.max(1)))
+    }
+}
+
+/// Live figures of a runner, for status pages and tests.
+#[derive(Debug, Default)]
+pub struct SagaStats {
+    /// True while this runner is the coordinator.
+    pub active: AtomicBool,
+    /// Messages that concerned a saga and were handled.
+    pub messages: AtomicU64,
+    /// Messages skipped as already handled.
+    pub duplicates: AtomicU64,
+    /// Messages that were not ordo envelopes.
+    pub malformed: AtomicU64,
+    /// Commands the state machine issued (re-issues included).
+    pub issued: AtomicU64,
+    /// Command executions (retries and repeats included).
+    pub executed: AtomicU64,
+    /// Timers fired.
+    pub timers_fired: AtomicU64,
+}
+
+/// The saga runner; see the module docs.
+#[derive(Debug)]
+pub struct SagaRunner {
+    engine: Engine,
+}
+
+impl SagaRunner {
+    /// A runner issuing commands through `executor` (whose store also holds
+    /// the saga tables), leading by a lock taken on a connection to `url`,
+    /// consuming through `jetstream`.
+    pub fn new(
+        executor: Executor,
+        url: DatabaseUrl,
+        jetstream: jetstream::Context,
+        config: RunnerConfig,
+    ) -> SagaRunner {
+        let permits = Arc::new(Semaphore::new(config.max_concurrent_commands.max(1)));
+        SagaRunner {
+            engine: Engine {
+                machine: config.machine(),
+                executor,
+                url,
+                jetstream,
+                config,
+                clock: Arc::new(SystemClock),
+                hooks: Hooks::default(),
+                stats: Arc::default(),
+                stream_locks: Arc::default(),
+                permits,
+            },
+        }
+    }
+
+    /// Uses `clock` for every time the runner needs (tests move it by hand).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> SagaRunner {
+        self.engine.clock = clock;
+        self
+    }
+
+    /// Installs test hooks (failure injection, repetition).
+    pub fn with_hooks(mut self, hooks: Hooks) -> SagaRunner {
+        self.engine.hooks = hooks;
+        self
+    }
+
+    /// Live figures of this runner.
+    pub fn stats(&self) -> Arc<SagaStats> {
+        self.engine.stats.clone()
+    }
+
+    /// Runs until `shutdown`: stands by, coordinates, recovers from failures.
+    ///
+    /// Returns `Ok` on shutdown; an error only for what retrying cannot fix
+    /// (the stream belongs to something else) or an injected crash.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), SagaError> {
+        let engine = Arc::new(self.engine);
+        let base = engine.config.retry_backoff.max(Duration::from_millis(10));
+        let mut backoff = base;
+        let mut announced_standby = false;
+        while !shutdown.is_cancelled() {
+            let lock = match engine.try_lead().await {
+                Ok(Some(lock)) => lock,
+                Ok(None) => {
+                    if !announced_standby {
+                        tracing::info!(stream = %engine.config.stream, "another saga coordinator is active; standing by");
+                        announced_standby = true;
+                    }
+                    sleep_or_stop(engine.config.standby_poll, &shutdown).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "saga runner cannot reach PostgreSQL; retrying");
+                    sleep_or_stop(backoff, &shutdown).await;
+                    backoff = (backoff * 2).min(engine.config.max_backoff);
+                    continue;
+                }
+            };
+            announced_standby = false;
+            tracing::info!(stream = %engine.config.stream, "saga coordinator is active");
+            engine.set_active(true);
+            let started = Instant::now();
+            let result = Term::new(engine.clone()).lead(&lock, &shutdown).await;
+            engine.set_active(false);
+            // Dropping `lock` ends its session, which frees the lock.
+            drop(lock);
+            match result {
+                Ok(()) => return Ok(()),
+                Err(TermError::Injected) => return Err(SagaError::Injected),
+                Err(TermError::Fatal(e)) => return Err(e),
+                Err(e) => {
+                    metrics::counter!("ordo_saga_failures_total").increment(1);
+                    tracing::warn!(error = %e, "saga coordinator interrupted; starting over from the stored state");
+                    if started.elapsed() > Duration::from_secs(30) {
+                        backoff = base;
+                    }
+                    sleep_or_stop(backoff, &shutdown).await;
+                    backoff = (backoff * 2).min(engine.config.max_backoff);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What went wrong in one leadership term.
+#[derive(Debug, thiserror::Error)]
+enum TermError {
+    /// PostgreSQL trouble, or anything else worth a fresh term.
+    #[error(transparent)]
+    Saga(SagaError),
+    /// NATS trouble.
+    #[error("NATS: {0}")]
+    Nats(String),
+    /// The lock's session ended.
+    #[error("lost the saga coordinator lock")]
+    LostLock,
+    /// A test hook crashed the runner.
+    #[error("injected crash")]
+    Injected,
+    /// Retrying cannot help.
+    #[error(transparent)]
+    Fatal(SagaError),
+}
+
+impl From<SagaError> for TermError {
+    fn from(e: SagaError) -> Self {
+        match e {
+            SagaError::Injected => TermError::Injected,
+            SagaError::Bus(e @ BusError::StreamMismatch { .. }) => {
+                TermError::Fatal(SagaError::Bus(e))
+            }
+            other => TermError::Saga(other),
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for TermError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        TermError::Saga(e.into())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for TermError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        TermError::Saga(e.into())
+    }
+}
+
+fn crash_on(injected: Result<(), Injected>) -> Result<(), TermError> {
+    injected.map_err(|_| TermError::Injected)
+}
+
+/// One command to run for a saga.
+#[derive(Debug, Clone)]
+pub(crate) struct Work {
+    command: SagaCommand,
+    /// The event that caused it.
+    cause: Option<Uuid>,
+    /// The order's correlation id.
+    correlation: Option<Uuid>,
+    /// Pause first (a re-issue after a failure backs off).
+    delay: Duration,
+}
+
+/// Everything a runner needs, shared by its tasks.
+#[derive(Debug)]
+pub(crate) struct Engine {
+    executor: Executor,
+    url: DatabaseUrl,
+    jetstream: jetstream::Context,
+    config: RunnerConfig,
+    machine: SagaConfig,
+    clock: Arc<dyn Clock>,
+    hooks: Hooks,
+    stats: Arc<SagaStats>,
+    stream_locks: Arc<StreamLocks>,
+    permits: Arc<Semaphore>,
+}
+
+impl Engine {
+    /// The clock's time in whole microseconds, PostgreSQL's resolution: a
+    /// due time must read back from its timer row exactly as the state holds
+    /// it, or a timer polled in the sub-microsecond gap would look early.
+    fn now(&self) -> chrono::DateTime<Utc> {
+        use chrono::SubsecRound as _;
+        self.clock.now().trunc_subsecs(6)
+    }
+
+    fn set_active(&self, active: bool) {
+        self.stats.active.store(active, Ordering::SeqCst);
+        metrics::gauge!("ordo_saga_active").set(if active { 1.0 } else { 0.0 });
+    }
+
+    /// The advisory lock key: one coordinator per stream.
+    fn lock_key(&self) -> i64 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in format!("ordo.saga:{}", self.config.stream).bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        hash as i64
+    }
+
+    /// Takes the lock on a connection of its own, or says someone else has it.
+    async fn try_lead(&self) -> Result<Option<tokio_postgres::Client>, SagaError> {
+        let client = self.url.connect().await?;
+        let row = client
+            .query_one("select pg_try_advisory_lock($1)", &[&self.lock_key()])
+            .await?;
+        Ok(row.get::<_, bool>(0).then_some(client))
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, SagaError> {
+        Ok(self.executor.store().pool().get().await?)
+    }
+
+    /// Counts commands the state machine issued.
+    fn count_issued(&self, commands: &[SagaCommand]) {
+        self.stats
+            .issued
+            .fetch_add(commands.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Commands of a saga, ready to run; none for a parked saga.
+    fn works(&self, saga: &SagaRow, commands: Vec<SagaCommand>) -> Vec<Work> {
+        if saga.parked.is_some() {
+            return Vec::new();
+        }
+        commands
+            .into_iter()
+            .map(|command| {
+                let attempts = saga
+                    .state
+                    .pending
+                    .iter()
+                    .find(|p| p.command.command_id == command.command_id)
+                    .map_or(1, |p| p.attempts);
+                Work {
+                    cause: saga.cause_of(&command.command_id),
+                    correlation: saga.correlation_id.or(Some(saga.order_id.as_uuid())),
+                    delay: if attempts > 1 {
+                        self.config.backoff(attempts - 1)
+                    } else {
+                        Duration::ZERO
+                    },
+                    command,
+                }
+            })
+            .collect()
+    }
+
+    /// Handles one batch of messages in one transaction; returns the
+    /// commands to run, per order.
+    #[tracing::instrument(level = "debug", skip_all, fields(messages = batch.len()))]
+    async fn handle_batch(
+        &self,
+        batch: Vec<Result<jetstream::Message, jetstream::consumer::pull::OrderedError>>,
+        checkpoint: &mut Checkpoint,
+    ) -> Result<Vec<(OrderId, Vec<Work>)>, TermError> {
+        let mut next = *checkpoint;
+        let mut relevant: Vec<(Incoming, OrderId, Result<SagaInput, String>)> = Vec::new();
+        let mut newest = None;
+        for message in batch {
+            // The ordered consumer repairs gaps and missed heartbeats itself;
+            // whatever still surfaces is handled by starting over from the
+            // checkpoint.
+            let message = message.map_err(|e| TermError::Nats(e.to_string()))?;
+            let sequence = message
+                .info()
+                .map_err(|e| TermError::Nats(format!("message without JetStream info: {e}")))?
+                .stream_sequence;
+            if sequence <= next.sequence {
+                self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            next.sequence = sequence;
+            let (incoming, target) = match classify(&message.payload) {
+                Classified::Malformed(reason) => {
+                    self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("ordo_saga_malformed_messages_total").increment(1);
+                    tracing::warn!(sequence, subject = %message.subject, reason, "skipping a message that is not an ordo event");
+                    continue;
+                }
+                Classified::Irrelevant(incoming) => (incoming, None),
+                Classified::Input {
+                    incoming,
+                    order_id,
+                    input,
+                } => (incoming, Some((order_id, Ok(input)))),
+                Classified::Unreadable {
+                    incoming,
+                    order_id,
+                    reason,
+                } => (incoming, Some((order_id, Err(reason)))),
+            };
+            // The relay publishes in log order, so positions only grow along
+            // the stream; one at or below the checkpoint was handled before
+            // (the stream was recreated, or an event republished).
+            if incoming.position <= next.position {
+                self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            next.position = incoming.position;
+            newest = incoming.time.or(newest);
+            if let Some((order_id, input)) = target {
+                relevant.push((incoming, order_id, input));
+            }
+        }
+        if let Some(time) = newest {
+            let lag = (Utc::now() - time).num_milliseconds().max(0) as f64 / 1000.0;
+            metrics::gauge!("ordo_saga_lag_seconds").set(lag);
+        }
+        if relevant.is_empty() {
+            if next != *checkpoint {
+                let client = self.client().await?;
+                store::save_checkpoint(&client, self.config.stream.as_str(), next).await?;
+                *checkpoint = next;
+            }
+            return Ok(Vec::new());
+        }
+
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let ids: Vec<Uuid> = relevant.iter().map(|(i, _, _)| i.id).collect();
+        let mut seen = store::already_processed(&tx, &ids).await?;
+        let mut order_ids: Vec<Uuid> = relevant.iter().map(|(_, o, _)| o.as_uuid()).collect();
+        order_ids.sort_unstable();
+        order_ids.dedup();
+        let mut sagas = store::load_for_update(&tx, &order_ids).await?;
+        let now = self.now();
+        let times = self.hooks.times();
+        let (mut handled, mut handled_orders) = (Vec::new(), Vec::new());
+        let mut issued: Vec<(OrderId, Vec<SagaCommand>)> = Vec::new();
+        let mut steps = Vec::new();
+        for (incoming, order_id, input) in relevant {
+            if !seen.insert(incoming.id) {
+                self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let saga = sagas
+                .entry(order_id)
+                .or_insert_with(|| SagaRow::new(order_id));
+            match input {
+                Err(reason) => {
+                    tracing::error!(%order_id, event_id = %incoming.id, event_type = incoming.event_type, reason, "cannot read an event of this saga; parking it");
+                    saga.park(format!(
+                        "cannot read {} {}: {reason}",
+                        incoming.event_type, incoming.id
+                    ));
+                }
+                Ok(input) => {
+                    if matches!(input, SagaInput::OrderPlaced { .. })
+                        && saga.state.phase == SagaPhase::NotStarted
+                    {
+                        saga.correlation_id = incoming.correlationid.or(Some(order_id.as_uuid()));
+                        saga.origin_event_id = Some(incoming.id);
+                    }
+                    let commands = saga.apply(&input, now, &self.machine, times, Some(incoming.id));
+                    issued.push((order_id, commands));
+                }
+            }
+            handled.push(incoming.id);
+            handled_orders.push(order_id.as_uuid());
+            steps.push(Step::MessageCommitted {
+                order_id,
+                event_type: incoming.event_type,
+            });
+        }
+        futures::future::try_join_all(sagas.values().map(|saga| store::save(&tx, saga, now)))
+            .await?;
+        store::mark_processed(&tx, &handled, &handled_orders).await?;
+        store::save_checkpoint(&tx, self.config.stream.as_str(), next).await?;
+        tx.commit().await?;
+        *checkpoint = next;
+        self.stats
+            .messages
+            .fetch_add(handled.len() as u64, Ordering::Relaxed);
+        for step in &steps {
+            crash_on(self.hooks.check(step))?;
+        }
+        Ok(issued
+            .into_iter()
+            .filter_map(|(order_id, commands)| {
+                let saga = sagas.get(&order_id)?;
+                self.count_issued(&commands);
+                Some((order_id, self.works(saga, commands)))
+            })
+            .collect())
+    }
+
+    /// Fires due timers: each firing, with its timer row deleted, is one
+    /// transaction with the state change. Rows another poller holds are
+    /// skipped, so no timer fires twice.
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn fire_due_timers(&self) -> Result<Vec<(OrderId, Vec<Work>)>, TermError> {
+        let now = self.now();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let due = store::due_timers(&tx, now, TIMER_BATCH).await?;
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut fired = Vec::with_capacity(due.len());
+        for mut saga in due {
+            let commands = saga.apply(
+                &SagaInput::PaymentTimerFired,
+                now,
+                &self.machine,
+                self.hooks.times(),
+                None,
+            );
+            // The row goes with the firing. Should the state machine still
+            // hold a due time (it judged the firing early), the row stays
+            // as the state says, so the timer is not lost.
+            saga.timer = Some(saga.state.payment_due_at);
+            saga.dirty = true;
+            store::save(&tx, &saga, now).await?;
+            tracing::info!(order_id = %saga.order_id, "payment timer fired");
+            fired.push((saga, commands));
+        }
+        tx.commit().await?;
+        self.stats
+            .timers_fired
+            .fetch_add(fired.len() as u64, Ordering::Relaxed);
+        let mut out = Vec::with_capacity(fired.len());
+        for (saga, commands) in fired {
+            crash_on(self.hooks.check(&Step::TimerCommitted {
+                order_id: saga.order_id,
+            }))?;
+            self.count_issued(&commands);
+            out.push((saga.order_id, self.works(&saga, commands)));
+        }
+        Ok(out)
+    }
+
+    /// The sagas a new coordinator must resume: their pending commands.
+    async fn recover(&self) -> Result<Vec<(OrderId, Vec<Work>)>, TermError> {
+        let client = self.client().await?;
+        let sagas = store::with_pending_commands(&client).await?;
+        if !sagas.is_empty() {
+            tracing::info!(
+                sagas = sagas.len(),
+                "re-issuing the pending commands of unfinished sagas"
+            );
+        }
+        Ok(sagas
+            .iter()
+            .map(|saga| {
+                (
+                    saga.order_id,
+                    self.works(saga, saga.state.pending_commands()),
+                )
+            })
+            .collect())
+    }
+
+    /// Runs one queued command and records its outcome; returns the
+    /// commands that led to.
+    #[tracing::instrument(level = "debug", skip_all, fields(%order_id, command_id = %work.command.command_id))]
+    async fn perform(&self, order_id: OrderId, work: Work) -> Result<Vec<Work>, TermError> {
+        if !work.delay.is_zero() {
+            tokio::time::sleep(work.delay).await;
+        }
+        let command_id = work.command.command_id.clone();
+        {
+            let client = self.client().await?;
+            if !store::still_pending(&client, order_id, &command_id).await? {
+                return Ok(Vec::new());
+            }
+        }
+        let injected_failure = match self.hooks.check(&Step::BeforeCommand {
+            order_id,
+            command_id: command_id.clone(),
+        }) {
+            Ok(()) => false,
+            Err(Injected::FailCommand) => true,
+            Err(Injected::Crash) => return Err(TermError::Injected),
+        };
+        let ctx = CommandContext {
+            command_id: Some(command_id.clone()),
+            correlation_id: work.correlation,
+            causation_id: work.cause,
+            trace_id: None,
+        };
+        let mut outcomes = Vec::new();
+        for _ in 0..self.hooks.times() {
+            outcomes.push(if injected_failure {
+                Outcome::Transient("injected failure".to_owned())
+            } else {
+                self.run_with_retries(&work.command, &ctx).await
+            });
+        }
+        crash_on(self.hooks.check(&Step::AfterCommand {
+            order_id,
+            command_id: command_id.clone(),
+        }))?;
+        let mut follow = Vec::new();
+        for outcome in outcomes {
+            follow.extend(self.record_outcome(order_id, &work, outcome).await?);
+        }
+        crash_on(self.hooks.check(&Step::OutcomeCommitted {
+            order_id,
+            command_id,
+        }))?;
+        Ok(follow)
+    }
+
+    /// Runs a command, retrying transient failures with backoff.
+    async fn run_with_retries(&self, command: &SagaCommand, ctx: &CommandContext) -> Outcome {
+        // The semaphore only closes when the runner is dropped.
+        let _permit = self.permits.acquire().await.ok();
+        let mut attempt = 0;
+        loop {
+            let outcome = {
+                let _turn = self
+                    .stream_locks
+                    .lock(commands::target_stream(command))
+                    .await;
+                commands::execute(&self.executor, command, ctx).await
+            };
+            self.stats.executed.fetch_add(1, Ordering::Relaxed);
+            match outcome {
+                Outcome::Transient(e) if attempt < self.config.command_retries => {
+                    tracing::debug!(command_id = %command.command_id, error = %e, attempt, "command failed; retrying");
+                    tokio::time::sleep(self.config.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Feeds a command's outcome to its saga.
+    async fn record_outcome(
+        &self,
+        order_id: OrderId,
+        work: &Work,
+        outcome: Outcome,
+    ) -> Result<Vec<Work>, TermError> {
+        let command = &work.command;
+        let id = command.command_id.clone();
+        let failed = |error: String| SagaInput::CommandFailed {
+            command_id: id.clone(),
+            error,
+        };
+        let (inputs, park_if_pending, written) = match outcome {
+            Outcome::Succeeded { position } => (
+                vec![SagaInput::CommandSucceeded {
+                    command_id: id.clone(),
+                }],
+                None,
+                position,
+            ),
+            Outcome::Refused(input) => (vec![input], None, None),
+            Outcome::OrderMovedOn { observed, refusal } => {
+                (observed, Some(format!("{id} was refused: {refusal}")), None)
+            }
+            Outcome::Transient(error) => {
+                tracing::warn!(%order_id, command_id = %id, error, "command keeps failing; telling the saga");
+                (vec![failed(error)], None, None)
+            }
+            // A compensation is the state machine's to give up on.
+            Outcome::Permanent(error) if command.is_compensation() => {
+                (vec![failed(error)], None, None)
+            }
+            Outcome::Permanent(error) => (
+                Vec::new(),
+                Some(format!("{id} cannot succeed: {error}")),
+                None,
+            ),
+        };
+        self.feed(
+            order_id,
+            &inputs,
+            Cause {
+                event: work.cause,
+                written,
+            },
+            park_if_pending.map(|r| (id, r)),
+        )
+        .await
+    }
+
+    /// One transaction: lock the saga, feed it `inputs`, park it if
+    /// `park_if_pending`'s command is still pending afterwards, save.
+    async fn feed(
+        &self,
+        order_id: OrderId,
+        inputs: &[SagaInput],
+        cause: Cause,
+        park_if_pending: Option<(String, String)>,
+    ) -> Result<Vec<Work>, TermError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let Some(mut saga) = store::load_for_update(&tx, &[order_id.as_uuid()])
+            .await?
+            .remove(&order_id)
+        else {
+            return Ok(Vec::new());
+        };
+        let now = self.now();
+        let mut issued = Vec::new();
+        for input in inputs {
+            issued.extend(saga.apply(input, now, &self.machine, self.hooks.times(), cause.event));
+        }
+        // Commands that follow from a command's success were caused by the
+        // event it wrote; only looked up when there are some.
+        if let (false, Some(position)) = (issued.is_empty(), cause.written) {
+            if let Some(event_id) = store::event_at(&tx, position).await? {
+                saga.caused_by(&issued, event_id);
+            }
+        }
+        if let Some((command_id, reason)) = park_if_pending {
+            if saga
+                .state
+                .pending
+                .iter()
+                .any(|p| p.command.command_id == command_id)
+            {
+                tracing::error!(%order_id, reason, "parking the saga");
+                saga.park(reason);
+            }
+        }
+        store::save(&tx, &saga, now).await?;
+        tx.commit().await?;
+        self.count_issued(&issued);
+        Ok(self.works(&saga, issued))
+    }
+}
+
+/// What caused an outcome's follow-up commands.
+#[derive(Debug, Clone, Copy)]
+struct Cause {
+    /// The event behind the command that ran.
+    event: Option<Uuid>,
+    /// Where that command wrote its last event, if it wrote one.
+    written: Option<eventstore::Position>,
+}
+
+/// Longest life of a pull request of the saga consumer; heartbeats come at
+/// half of it.
+const CONSUMER_EXPIRY: Duration = Duration::from_secs(5);
+
+/// Timers fired per transaction.
+const TIMER_BATCH: i64 = 100;
+
+/// The queues of commands waiting to run, one per order with a driver.
+type Queues = Arc<Mutex<HashMap<OrderId, VecDeque<Work>>>>;
+
+fn push_unique(queue: &mut VecDeque<Work>, works: Vec<Work>) {
+    for work in works {
+        if !queue
+            .iter()
+            .any(|w| w.command.command_id == work.command.command_id)
+        {
+            queue.push_back(work);
+        }
+    }
+}
+
+/// One leadership term: everything that lives only while this runner leads.
+struct Term {
+    engine: Arc<Engine>,
+    queues: Queues,
+    /// One driver per order with queued commands. Dropping the term aborts
+    /// them all, which is also what an injected crash does.
+    drivers: JoinSet<Result<(), TermError>>,
+}
+
+impl Term {
+    fn new(engine: Arc<Engine>) -> Term {
+        Term {
+            engine,
+            queues: Arc::default(),
+            drivers: JoinSet::new(),
+        }
+    }
+
+    /// Queues commands for an order, starting its driver if it has none.
+    fn enqueue(&mut self, order_id: OrderId, works: Vec<Work>) {
+        if works.is_empty() {
+            return;
+        }
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(queue) = queues.get_mut(&order_id) {
+            push_unique(queue, works);
+            return;
+        }
+        let mut queue = VecDeque::new();
+        push_unique(&mut queue, works);
+        queues.insert(order_id, queue);
+        self.drivers
+            .spawn(drive(self.engine.clone(), self.queues.clone(), order_id));
+    }
+
+    async fn lead(
+        mut self,
+        lock: &tokio_postgres::Client,
+        shutdown: &CancellationToken,
+    ) -> Result<(), TermError> {
+        let engine = self.engine.clone();
+        let config = &engine.config;
+        let mut stream = ensure_stream(&engine.jetstream, &config.stream, &config.prefix)
+            .await
+            .map_err(SagaError::from)?;
+        let mut checkpoint = {
+            let client = engine.client().await?;
+            store::load_checkpoint(&client, config.stream.as_str()).await?
+        };
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| TermError::Nats(e.to_string()))?;
+        if checkpoint.sequence > info.state.last_sequence {
+            // The stream was recreated (its sequences start over). Read it
+            // all: positions and handled ids skip what was done before.
+            tracing::warn!(
+                checkpoint = checkpoint.sequence,
+                last_sequence = info.state.last_sequence,
+                "the stream is behind the saga checkpoint; reading it from the start"
+            );
+            checkpoint.sequence = 0;
+        } else if info.state.messages > 0 && info.state.first_sequence > checkpoint.sequence + 1 {
+            tracing::error!(
+                checkpoint = checkpoint.sequence,
+                first_sequence = info.state.first_sequence,
+                "messages the sagas never saw were removed from the stream; their orders need a look"
+            );
+        }
+        // Should async-nats recreate the consumer before it delivered a
+        // message, it starts over from the stream's first message; the
+        // sequence, position and handled-id checks make that a slow no-op.
+        let deliver_policy = match checkpoint.sequence {
+            0 => DeliverPolicy::All,
+            n => DeliverPolicy::ByStartSequence {
+                start_sequence: n + 1,
+            },
+        };
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                filter_subject: config.prefix.wildcard(),
+                deliver_policy,
+                description: Some("ordo saga coordinator".to_owned()),
+                // Pull requests expire (and idle heartbeats come) this often,
+                // so a consumer lost with a NATS restart is noticed in
+                // seconds rather than the default 30.
+                max_expires: CONSUMER_EXPIRY,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| TermError::Nats(e.to_string()))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| TermError::Nats(e.to_string()))?
+            .ready_chunks(config.batch_size.max(1));
+        tracing::info!(after_sequence = checkpoint.sequence, position = %checkpoint.position, "saga coordinator resumes");
+
+        for (order_id, works) in engine.recover().await? {
+            self.enqueue(order_id, works);
+        }
+        let mut disconnected = false;
+        let mut lock_check = tokio::time::interval(config.standby_poll);
+        let mut timer_poll = tokio::time::interval(config.timer_poll);
+        let mut attention = tokio::time::interval(Duration::from_secs(5));
+        for interval in [&mut lock_check, &mut timer_poll, &mut attention] {
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = lock_check.tick() => {
+                    if lock.is_closed() {
+                        return Err(TermError::LostLock);
+                    }
+                    // The ephemeral consumer may not have survived whatever
+                    // cut the connection (a server restart loses it): after a
+                    // reconnect, start over from the checkpoint.
+                    match engine.jetstream.client().connection_state() {
+                        async_nats::connection::State::Connected if disconnected => {
+                            return Err(TermError::Nats("reconnected to NATS".into()));
+                        }
+                        async_nats::connection::State::Connected => {}
+                        _ => disconnected = true,
+                    }
+                }
+                _ = attention.tick() => {
+                    let client = engine.client().await?;
+                    let count = store::count_needing_attention(&client).await?;
+                    metrics::gauge!("ordo_saga_needs_attention").set(count as f64);
+                }
+                _ = timer_poll.tick() => loop {
+                    // Keep going while rounds come back full: a backlog of
+                    // due timers (after downtime) is worked off at once.
+                    let fired = engine.fire_due_timers().await?;
+                    let full = fired.len() >= TIMER_BATCH as usize;
+                    for (order_id, works) in fired {
+                        self.enqueue(order_id, works);
+                    }
+                    if !full {
+                        break;
+                    }
+                },
+                batch = messages.next() => {
+                    let batch = batch.ok_or_else(|| TermError::Nats("the consumer ended".into()))?;
+                    for (order_id, works) in engine.handle_batch(batch, &mut checkpoint).await? {
+                        self.enqueue(order_id, works);
+                    }
+                }
+                Some(done) = self.drivers.join_next() => match done {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(e),
+                    Err(e) => return Err(TermError::Saga(SagaError::Store(
+                        eventstore::StoreError::Internal(format!("a saga driver died: {e}")),
+                    ))),
+                },
+            }
+        }
+    }
+}
+
+/// Runs an order's queued commands one after another until none are left.
+async fn drive(engine: Arc<Engine>, queues: Queues, order_id: OrderId) -> Result<(), TermError> {
+    loop {
+        let work = {
+            let mut queues = queues.lock().unwrap_or_else(|p| p.into_inner());
+            match queues.get_mut(&order_id).and_then(VecDeque::pop_front) {
+                Some(work) => work,
+                None => {
+                    queues.remove(&order_id);
+                    return Ok(());
+                }
+            }
+        };
+        let follow = engine.perform(order_id, work).await?;
+        if !follow.is_empty() {
+            let mut queues = queues.lock().unwrap_or_else(|p| p.into_inner());
+            push_unique(queues.entry(order_id).or_default(), follow);
+        }
+    }
+}
+
+async fn sleep_or_stop(pause: Duration, shutdown: &CancellationToken) {
+    tokio::select! {
+        _ = tokio::time::sleep(pause) => {}
+        _ = shutdown.cancelled() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::clock::ManualClock;
+    use domain::fulfilment::SagaInput;
+    use domain::ids::ProductId;
+    use domain::values::Quantity;
+    use eventstore::EventStore;
+    use test_support::TestEnv;
+
+    /// Sagas awaiting payment, stored with their timers, as the runner
+    /// would have left them.
+    async fn confirmed_sagas(engine: &Engine, count: usize) -> Vec<OrderId> {
+        let mut client = engine.client().await.unwrap();
+        let tx = client.transaction().await.unwrap();
+        let now = engine.now();
+        let mut orders = Vec::new();
+        for _ in 0..count {
+            let order_id = OrderId::new(Uuid::new_v4());
+            let mut saga = SagaRow::new(order_id);
+            let product_id = ProductId::new(Uuid::new_v4());
+            let inputs = [
+                SagaInput::OrderPlaced {
+                    order_id,
+                    lines: vec![(product_id, Quantity::new(1).unwrap())],
+                },
+                SagaInput::ReservationSucceeded { product_id },
+                SagaInput::CommandSucceeded {
+                    command_id: format!("{order_id}:confirm"),
+                },
+            ];
+            for input in &inputs {
+                saga.apply(input, now, &engine.machine, 1, None);
+            }
+            assert_eq!(saga.state.phase, SagaPhase::AwaitingPayment);
+            store::save(&tx, &saga, now).await.unwrap();
+            orders.push(order_id);
+        }
+        tx.commit().await.unwrap();
+        orders
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_pollers_at_once_never_fire_one_timer_twice() {
+        let env = TestEnv::new().await;
+        let clock = Arc::new(ManualClock::starting_now());
+        let mut config = RunnerConfig::new(
+            env.stream.clone(),
+            env.prefix.clone(),
+            Duration::from_secs(60),
+        );
+        config.max_concurrent_commands = 4;
+        let runner = SagaRunner::new(
+            Executor::new(EventStore::new(env.pool.clone())),
+            env.database_url.clone(),
+            env.jetstream.clone(),
+            config,
+        )
+        .with_clock(clock.clone());
+        let engine = Arc::new(runner.engine);
+        let orders = confirmed_sagas(&engine, 40).await;
+
+        // Not due yet: nothing fires.
+        assert!(engine.fire_due_timers().await.unwrap().is_empty());
+        clock.advance(chrono::Duration::seconds(61));
+        let pollers: Vec<_> = (0..3)
+            .map(|_| {
+                let engine = engine.clone();
+                tokio::spawn(async move {
+                    let mut fired = Vec::new();
+                    loop {
+                        let round = engine.fire_due_timers().await.unwrap();
+                        if round.is_empty() {
+                            return fired;
+                        }
+                        fired.extend(round);
+                    }
+                })
+            })
+            .collect();
+        let mut fired = Vec::new();
+        for poller in pollers {
+            fired.extend(poller.await.unwrap());
+        }
+        let mut fired_orders: Vec<OrderId> = fired.iter().map(|(o, _)| *o).collect();
+        fired_orders.sort();
+        let mut expected = orders.clone();
+        expected.sort();
+        assert_eq!(fired_orders, expected, "each timer fired exactly once");
+        // Each firing issued the cancellation, once.
+        assert!(fired.iter().all(|(order_id, works)| works.len() == 1
+            && works[0].command.command_id == format!("{order_id}:cancel:payment_timeout")));
+        let client = engine.client().await.unwrap();
+        let left: i64 = client
+            .query_one("select count(*) from saga.timers", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(left, 0);
+    }
+}

@@ -1,0 +1,492 @@
+//! The saga tables (`schemas/sql/0003_sagas.sql`): loading and saving saga
+//! rows, timers, handled message ids and the consumer's checkpoint.
+//!
+//! Functions take the transaction (or client) to run in, because the point of
+//! these tables is that everything one input causes commits together.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use domain::fulfilment::{self, SagaAction, SagaCommand, SagaConfig, SagaInput, SagaState};
+use domain::ids::OrderId;
+use eventstore::Position;
+use tokio_postgres::types::Json;
+use uuid::Uuid;
+
+use crate::error::SagaError;
+
+/// The only timer kind so far: a confirmed order's payment timeout.
+pub(crate) const PAYMENT_TIMER: &str = "payment";
+
+/// Columns [`SagaRow::from_row`] reads, in order.
+const ROW_COLUMNS: &str =
+    "order_id, state, version, correlation_id, origin_event_id, causes, parked";
+
+/// One saga as stored, and what handling inputs changed in it.
+#[derive(Debug, Clone)]
+pub(crate) struct SagaRow {
+    /// The order.
+    pub order_id: OrderId,
+    /// The state machine's state.
+    pub state: SagaState,
+    /// 0 until first stored.
+    pub version: i64,
+    /// The order's correlation id, from `OrderPlaced`.
+    pub correlation_id: Option<Uuid>,
+    /// The `OrderPlaced` event.
+    pub origin_event_id: Option<Uuid>,
+    /// Causation id of each pending command.
+    pub causes: BTreeMap<String, Uuid>,
+    /// Why the runner stopped acting on this saga, if it did.
+    pub parked: Option<String>,
+    /// True when the stored state could not be read by this build: the row
+    /// is then parked and never overwritten, so nothing is lost.
+    pub corrupt: bool,
+    /// The timer change to write: `Some(Some(t))` set, `Some(None)` clear.
+    pub timer: Option<Option<DateTime<Utc>>>,
+    /// True when something must be written.
+    pub dirty: bool,
+}
+
+impl SagaRow {
+    /// A saga not stored yet.
+    pub fn new(order_id: OrderId) -> SagaRow {
+        SagaRow {
+            order_id,
+            state: SagaState::default(),
+            version: 0,
+            correlation_id: None,
+            origin_event_id: None,
+            causes: BTreeMap::new(),
+            parked: None,
+            corrupt: false,
+            timer: None,
+            dirty: false,
+        }
+    }
+
+    fn from_row(row: &tokio_postgres::Row) -> Result<SagaRow, SagaError> {
+        let mut saga = SagaRow::new(OrderId::new(row.try_get(0)?));
+        saga.version = row.try_get(2)?;
+        saga.correlation_id = row.try_get(3)?;
+        saga.origin_event_id = row.try_get(4)?;
+        saga.causes =
+            serde_json::from_value(row.try_get::<_, serde_json::Value>(5)?).unwrap_or_default();
+        saga.parked = row.try_get(6)?;
+        match serde_json::from_value::<SagaState>(row.try_get(1)?) {
+            Ok(state) => saga.state = state,
+            Err(e) => {
+                saga.corrupt = true;
+                if saga.parked.is_none() {
+                    tracing::error!(order_id = %saga.order_id, error = %e, "saga state unreadable; parking it");
+                    saga.park(format!("stored saga state unreadable: {e}"));
+                }
+            }
+        }
+        Ok(saga)
+    }
+
+    /// Stops the runner acting on this saga; the reason shows in
+    /// `GET /sagas/{order_id}` and counts as needing attention.
+    pub fn park(&mut self, reason: String) {
+        if self.parked.is_none() {
+            metrics::counter!("ordo_saga_outcomes_total", "outcome" => "parked").increment(1);
+            self.parked = Some(reason);
+            self.dirty = true;
+        }
+    }
+
+    /// Feeds one input to the state machine (`times` times: twice when a test
+    /// repeats every step) and records what it asked for. Returns the
+    /// commands issued; timer actions are kept for [`save`].
+    pub fn apply(
+        &mut self,
+        input: &SagaInput,
+        now: DateTime<Utc>,
+        cfg: &SagaConfig,
+        times: usize,
+        cause: Option<Uuid>,
+    ) -> Vec<SagaCommand> {
+        if self.corrupt {
+            return Vec::new();
+        }
+        let mut issued = Vec::new();
+        for _ in 0..times {
+            let before = self.state.clone();
+            let (state, actions) = fulfilment::handle(before.clone(), input.clone(), now, cfg);
+            if state != before {
+                self.dirty = true;
+                count_outcome(before.phase, state.phase);
+            }
+            self.state = state;
+            for action in actions {
+                match action {
+                    SagaAction::Issue(command) => issued.push(command),
+                    SagaAction::SetPaymentTimer { due_at } => {
+                        self.timer = Some(Some(due_at));
+                        self.dirty = true;
+                    }
+                    SagaAction::ClearPaymentTimer => {
+                        self.timer = Some(None);
+                        self.dirty = true;
+                    }
+                }
+            }
+        }
+        let cause = cause.or(self.origin_event_id);
+        for command in &issued {
+            if let Some(cause) = cause {
+                self.causes.insert(command.command_id.clone(), cause);
+            }
+        }
+        // Only pending commands need a remembered cause.
+        let pending: HashSet<&str> = self
+            .state
+            .pending
+            .iter()
+            .map(|p| p.command.command_id.as_str())
+            .collect();
+        let before = self.causes.len();
+        self.causes.retain(|id, _| pending.contains(id.as_str()));
+        if self.causes.len() != before {
+            self.dirty = true;
+        }
+        issued
+    }
+
+    /// Records `event_id` as the cause of `commands`.
+    pub fn caused_by(&mut self, commands: &[SagaCommand], event_id: Uuid) {
+        for command in commands {
+            self.causes.insert(command.command_id.clone(), event_id);
+        }
+        self.dirty = true;
+    }
+
+    /// The causation id of a pending command.
+    pub fn cause_of(&self, command_id: &str) -> Option<Uuid> {
+        self.causes
+            .get(command_id)
+            .copied()
+            .or(self.origin_event_id)
+    }
+}
+
+/// Counts sagas reaching an outcome (a phase worth a dashboard line).
+fn count_outcome(from: fulfilment::SagaPhase, to: fulfilment::SagaPhase) {
+    use fulfilment::SagaPhase as P;
+    if from == to {
+        return;
+    }
+    let outcome = match to {
+        P::AwaitingPayment => "confirmed",
+        P::Rejected => "rejected",
+        P::Cancelled => "cancelled",
+        P::Completed => "completed",
+        P::NeedsAttention => "needs_attention",
+        _ => return,
+    };
+    metrics::counter!("ordo_saga_outcomes_total", "outcome" => outcome).increment(1);
+}
+
+/// Loads sagas and locks their rows until the transaction ends (in order_id
+/// order; see the runner for why that cannot deadlock).
+pub(crate) async fn load_for_update(
+    tx: &impl GenericClient,
+    order_ids: &[Uuid],
+) -> Result<HashMap<OrderId, SagaRow>, SagaError> {
+    let sql = format!(
+        "select {ROW_COLUMNS} from saga.sagas where order_id = any($1) order by order_id for update"
+    );
+    let statement = tx.prepare_cached(&sql).await?;
+    let mut out = HashMap::new();
+    for row in tx.query(&statement, &[&order_ids]).await? {
+        let saga = SagaRow::from_row(&row)?;
+        out.insert(saga.order_id, saga);
+    }
+    Ok(out)
+}
+
+/// Writes a saga row and its timer change, if anything changed.
+pub(crate) async fn save(
+    tx: &impl GenericClient,
+    saga: &SagaRow,
+    now: DateTime<Utc>,
+) -> Result<(), SagaError> {
+    if !saga.dirty {
+        return Ok(());
+    }
+    let id = saga.order_id.as_uuid();
+    if saga.corrupt {
+        // Park it without touching the state this build cannot read.
+        let statement = tx
+            .prepare_cached(
+                "update saga.sagas set parked = $2, parked_at = $3, updated_at = $3
+                  where order_id = $1 and parked is null",
+            )
+            .await?;
+        tx.execute(&statement, &[&id, &saga.parked, &now]).await?;
+        return Ok(());
+    }
+    let statement = tx
+        .prepare_cached(
+            "insert into saga.sagas (order_id, state, phase, finished, version, correlation_id,
+                                     origin_event_id, causes, parked, parked_at, created_at, updated_at)
+             values ($1, $2, $3, $4, 1, $5, $6, $7, $8,
+                     case when $8::text is null then null else $9::timestamptz end, $9, $9)
+             on conflict (order_id) do update set
+                 state = excluded.state,
+                 phase = excluded.phase,
+                 finished = excluded.finished,
+                 version = saga.sagas.version + 1,
+                 correlation_id = coalesce(saga.sagas.correlation_id, excluded.correlation_id),
+                 origin_event_id = coalesce(saga.sagas.origin_event_id, excluded.origin_event_id),
+                 causes = excluded.causes,
+                 parked = excluded.parked,
+                 parked_at = case when excluded.parked is null then null
+                                  else coalesce(saga.sagas.parked_at, excluded.parked_at) end,
+                 updated_at = excluded.updated_at",
+        )
+        .await?;
+    tx.execute(
+        &statement,
+        &[
+            &id,
+            &Json(&saga.state),
+            &saga.state.phase.as_str(),
+            &saga.state.is_finished(),
+            &saga.correlation_id,
+            &saga.origin_event_id,
+            &Json(&saga.causes),
+            &saga.parked,
+            &now,
+        ],
+    )
+    .await?;
+    match saga.timer {
+        Some(Some(due_at)) => {
+            let statement = tx
+                .prepare_cached(
+                    "insert into saga.timers (order_id, kind, due_at, set_at) values ($1, $2, $3, $4)
+                     on conflict (order_id, kind) do update
+                       set due_at = excluded.due_at, set_at = excluded.set_at",
+                )
+                .await?;
+            tx.execute(&statement, &[&id, &PAYMENT_TIMER, &due_at, &now])
+                .await?;
+        }
+        Some(None) => delete_timer(tx, saga.order_id).await?,
+        None => {}
+    }
+    Ok(())
+}
+
+/// Removes a saga's payment timer.
+async fn delete_timer(tx: &impl GenericClient, order_id: OrderId) -> Result<(), SagaError> {
+    let statement = tx
+        .prepare_cached("delete from saga.timers where order_id = $1 and kind = $2")
+        .await?;
+    tx.execute(&statement, &[&order_id.as_uuid(), &PAYMENT_TIMER])
+        .await?;
+    Ok(())
+}
+
+/// Which of these message ids were handled before.
+pub(crate) async fn already_processed(
+    tx: &impl GenericClient,
+    ids: &[Uuid],
+) -> Result<HashSet<Uuid>, SagaError> {
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let statement = tx
+        .prepare_cached("select message_id from saga.processed where message_id = any($1)")
+        .await?;
+    Ok(tx
+        .query(&statement, &[&ids])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// Records handled message ids (with the saga each concerned).
+pub(crate) async fn mark_processed(
+    tx: &impl GenericClient,
+    ids: &[Uuid],
+    order_ids: &[Uuid],
+) -> Result<(), SagaError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let statement = tx
+        .prepare_cached(
+            "insert into saga.processed (message_id, order_id)
+             select * from unnest($1::uuid[], $2::uuid[]) on conflict do nothing",
+        )
+        .await?;
+    tx.execute(&statement, &[&ids, &order_ids]).await?;
+    Ok(())
+}
+
+/// Where the consumer is on a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Checkpoint {
+    /// The last event handled (or skipped as irrelevant).
+    pub position: Position,
+    /// The stream sequence of the last message handled.
+    pub sequence: u64,
+}
+
+/// The consumer's checkpoint on `stream` (the start when none is stored).
+pub(crate) async fn load_checkpoint(
+    client: &tokio_postgres::Client,
+    stream: &str,
+) -> Result<Checkpoint, SagaError> {
+    let row = client
+        .query_opt(
+            "select transaction_id::text, position, stream_sequence
+               from saga.checkpoint where stream_name = $1",
+            &[&stream],
+        )
+        .await?;
+    Ok(match row {
+        Some(row) => Checkpoint {
+            position: Position::new(row.get::<_, String>(0).parse().unwrap_or(0), row.get(1)),
+            sequence: u64::try_from(row.get::<_, i64>(2)).unwrap_or(0),
+        },
+        None => Checkpoint::default(),
+    })
+}
+
+/// Stores the consumer's checkpoint.
+pub(crate) async fn save_checkpoint(
+    tx: &impl GenericClient,
+    stream: &str,
+    checkpoint: Checkpoint,
+) -> Result<(), SagaError> {
+    let statement = tx
+        .prepare_cached(
+            "insert into saga.checkpoint (stream_name, transaction_id, position, stream_sequence)
+             values ($1, $2::text::xid8, $3, $4)
+             on conflict (stream_name) do update
+               set transaction_id = excluded.transaction_id, position = excluded.position,
+                   stream_sequence = excluded.stream_sequence, updated_at = now()",
+        )
+        .await?;
+    tx.execute(
+        &statement,
+        &[
+            &stream,
+            &checkpoint.position.transaction_sql(),
+            &checkpoint.position.position,
+            &i64::try_from(checkpoint.sequence).unwrap_or(i64::MAX),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Unfinished, unparked sagas with commands pending: what a new coordinator
+/// re-issues (each command id makes that harmless if it already ran).
+pub(crate) async fn with_pending_commands(
+    client: &impl GenericClient,
+) -> Result<Vec<SagaRow>, SagaError> {
+    let sql = format!(
+        "select {ROW_COLUMNS} from saga.sagas
+          where not finished and parked is null and jsonb_array_length(state->'pending') > 0
+          order by updated_at"
+    );
+    let rows = client.query(&sql, &[]).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let saga = SagaRow::from_row(row)?;
+        if !saga.corrupt {
+            out.push(saga);
+        }
+    }
+    Ok(out)
+}
+
+/// True while `command_id` is still pending in the saga and the saga is not
+/// parked: checked right before running a queued command, because an event
+/// handled in between may have answered or dropped it (a payment drops the
+/// timeout's cancellation).
+pub(crate) async fn still_pending(
+    client: &impl GenericClient,
+    order_id: OrderId,
+    command_id: &str,
+) -> Result<bool, SagaError> {
+    let statement = client
+        .prepare_cached(
+            "select exists (select 1 from saga.sagas
+                             where order_id = $1 and parked is null
+                               and state->'pending' @> $2)",
+        )
+        .await?;
+    let probe = serde_json::json!([{ "command": { "command_id": command_id } }]);
+    let row = client
+        .query_one(&statement, &[&order_id.as_uuid(), &probe])
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Due timers with their sagas, both rows locked; rows someone else holds
+/// are skipped, never waited for.
+pub(crate) async fn due_timers(
+    tx: &impl GenericClient,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<SagaRow>, SagaError> {
+    let sql = format!(
+        "select {} from saga.timers t join saga.sagas s on s.order_id = t.order_id
+          where t.kind = $1 and t.due_at <= $2 and s.parked is null
+          order by t.due_at
+          limit $3
+          for update of t, s skip locked",
+        ROW_COLUMNS
+            .split(", ")
+            .map(|c| format!("s.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let statement = tx.prepare_cached(&sql).await?;
+    let rows = tx
+        .query(&statement, &[&PAYMENT_TIMER, &now, &limit])
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        out.push(SagaRow::from_row(row)?);
+    }
+    Ok(out)
+}
+
+/// The id of the event at a log position.
+pub(crate) async fn event_at(
+    tx: &impl GenericClient,
+    position: Position,
+) -> Result<Option<Uuid>, SagaError> {
+    let statement = tx
+        .prepare_cached(
+            "select event_id from events where transaction_id = $1::text::xid8 and position = $2",
+        )
+        .await?;
+    Ok(tx
+        .query_opt(
+            &statement,
+            &[&position.transaction_sql(), &position.position],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}
+
+/// How many sagas need a human: given-up compensations and parked sagas.
+pub(crate) async fn count_needing_attention(client: &impl GenericClient) -> Result<i64, SagaError> {
+    Ok(client
+        .query_one(
+            "select count(*) from saga.sagas where phase = 'needs_attention' or parked is not null",
+            &[],
+        )
+        .await?
+        .get(0))
+}
