@@ -1,34 +1,50 @@
-//! Liveness and readiness.
+//! Liveness, readiness, metrics and the state of the projections.
 //!
 //! `/health` answers while the process runs: it touches nothing, so a slow
-//! database never makes an orchestrator kill a healthy process. `/ready` answers
-//! 200 only when PostgreSQL and NATS answer and the schema is current.
+//! database never makes an orchestrator kill a healthy process. `/ready`
+//! answers 200 only when PostgreSQL and NATS answer and the schema is current.
 
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
+use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::error::{ApiError, Problem};
 use crate::AppState;
 
 /// How long `/ready` waits for each dependency.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// `/health` and `/ready`.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
+/// `/health`, `/ready`, `/metrics`, `/projections`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(metrics))
+        .routes(routes!(projections))
 }
 
+/// Whether the process or its dependencies are up.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, `ready` or `not ready`.
+    pub status: String,
+}
+
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, body = Health)))]
 async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
+#[utoipa::path(get, path = "/ready", tag = "operations",
+    responses((status = 200, body = Health), (status = 503, description = "PostgreSQL or NATS unavailable, or migrations pending", body = Health)))]
 async fn ready(State(state): State<AppState>) -> Response {
     let postgres = match tokio::time::timeout(PROBE_TIMEOUT, postgres_ready(&state)).await {
         Ok(Ok(true)) => "ok",
@@ -53,10 +69,9 @@ async fn ready(State(state): State<AppState>) -> Response {
     }));
     let mut response = (status, body).into_response();
     if !ready {
-        response.headers_mut().insert(
-            axum::http::header::RETRY_AFTER,
-            axum::http::HeaderValue::from_static("1"),
-        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
     }
     response
 }
@@ -64,4 +79,50 @@ async fn ready(State(state): State<AppState>) -> Response {
 async fn postgres_ready(state: &AppState) -> Result<bool, eventstore::StoreError> {
     let client = state.pool.get().await?;
     eventstore::migrations::is_current(&client).await
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+async fn metrics(State(state): State<AppState>) -> Response {
+    // Gauges that are cheapest to read at scrape time.
+    if let Ok(client) = state.pool.get().await {
+        if let Ok(statuses) = projectors::status::projections(&**client).await {
+            for status in statuses {
+                let name = status.name.clone();
+                metrics::gauge!("ordo_projection_lag_events", "projection" => name.clone())
+                    .set(status.lag_events as f64);
+                metrics::gauge!("ordo_projection_lag_seconds", "projection" => name)
+                    .set(status.lag_seconds);
+            }
+        }
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// One projection's state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectionState {
+    /// `users`, `products`, `orders`.
+    pub name: String,
+    /// The last event applied.
+    pub position: String,
+    /// Committed events not applied yet.
+    pub lag_events: i64,
+    /// Age of the oldest of them.
+    pub lag_seconds: f64,
+    /// `running` or `failed`.
+    pub status: String,
+}
+
+#[utoipa::path(get, path = "/projections", tag = "operations",
+    responses((status = 200, body = Vec<ProjectionState>), (status = 503, body = Problem)))]
+async fn projections(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<projectors::status::ProjectionStatus>>, ApiError> {
+    let client = state.pool.get().await?;
+    Ok(Json(projectors::status::projections(&**client).await?))
 }

@@ -1,22 +1,134 @@
-//! ordo's HTTP API.
+//! ordo's HTTP API (CONTRACT.md section 2).
 //!
-//! - [`state`]: what every handler shares (pools, connections, settings).
-//! - [`health`]: `/health` and `/ready`.
+//! - [`users`], [`products`], [`orders`]: commands and queries of each resource.
+//! - [`log`]: the event log (`/streams/{id}/events`, `/events`).
+//! - [`health`]: `/health`, `/ready`, `/metrics`, `/projections`.
+//! - [`commands`]: idempotency keys, event metadata, executing, answering.
+//! - [`reads`]: `min_position` (read your own writes).
+//! - [`extract`], [`input`]: reading requests strictly and amounts exactly.
+//! - [`error`]: problem+json answers; [`metrics`]: Prometheus.
+//! - [`state`]: what handlers share.
 //!
 //! [`app`] builds the whole router, so tests can drive it without a socket;
-//! [`serve`] runs it on a listener until shutdown, draining requests in flight.
+//! [`serve`] runs it until shutdown, letting requests in flight finish.
 
+pub mod commands;
+pub mod error;
+pub mod extract;
 pub mod health;
+pub mod input;
+pub mod log;
+pub mod metrics;
+pub mod orders;
+pub mod products;
+pub mod reads;
 pub mod state;
+pub mod users;
 
-use axum::Router;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderName, StatusCode};
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use axum::{Json, Router};
 use tokio_util::sync::CancellationToken;
+use tower_http::compression::CompressionLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use state::AppState;
 
-/// Every route of the API.
+use crate::error::ApiError;
+
+/// The API's description; paths are collected from the routers.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "ordo", description = "An event-sourced order system: users, products, orders, their event log."),
+    tags(
+        (name = "users"), (name = "products"), (name = "orders"),
+        (name = "events", description = "The event log"),
+        (name = "operations", description = "Health, metrics, projections")
+    )
+)]
+struct ApiDoc;
+
+/// Every route, and the OpenAPI document describing them.
+pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(users::router())
+        .merge(products::router())
+        .merge(orders::router())
+        .merge(log::router())
+        .merge(health::router())
+        .split_for_parts()
+}
+
+/// The OpenAPI document alone.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().1
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole API with its middleware.
 pub fn app(state: AppState) -> Router {
-    Router::new().merge(health::router()).with_state(state)
+    let (router, api) = routes();
+    let api = std::sync::Arc::new(api);
+    router
+        .route(
+            "/openapi.json",
+            get(move || async move { Json((*api).clone()) }),
+        )
+        .route("/docs", get(docs))
+        .route_layer(axum::middleware::from_fn(crate::metrics::track))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
+        .layer(CompressionLayer::new())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        .layer(TraceLayer::new_for_http())
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+async fn method_not_allowed() -> impl IntoResponse {
+    let mut response =
+        ApiError::BadRequest("this route does not take that method".into()).into_response();
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    response
+}
+
+/// An interactive page over `/openapi.json` (Scalar, loaded by the browser).
+async fn docs() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        Html(
+            r#"<!doctype html>
+<html>
+  <head>
+    <title>ordo API</title>
+    <meta charset="utf-8" />
+    <meta name="viewport" content="width=device-width, initial-scale=1" />
+  </head>
+  <body>
+    <script id="api-reference" data-url="/openapi.json"></script>
+    <script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference"></script>
+  </body>
+</html>"#,
+        ),
+    )
 }
 
 /// Serves [`app`] on `listener` until `shutdown` is cancelled, then lets

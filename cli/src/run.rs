@@ -116,10 +116,7 @@ fn api_role(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
-    let state = api::AppState {
-        pool: connections.pool.clone(),
-        nats: connections.nats.clone(),
-    };
+    let state = api::AppState::new(connections.pool.clone(), connections.nats.clone());
     async move { Ok(api::serve(listener, state, shutdown).await?) }
 }
 

@@ -109,8 +109,8 @@ pub async fn invariants<C: GenericClient>(client: &C) -> Result<Vec<Violation>, 
             detail: format!(
                 "product {} has on_hand {} and reserved {}: oversold",
                 row.get::<_, String>(0),
-                row.get::<_, i32>(1),
-                row.get::<_, i32>(2)
+                row.get::<_, i64>(1),
+                row.get::<_, i64>(2)
             ),
         });
     }

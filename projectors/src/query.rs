@@ -91,11 +91,11 @@ pub struct ProductView {
     /// Current price.
     pub price: String,
     /// Units in stock.
-    pub on_hand: i32,
+    pub on_hand: i64,
     /// Units held for orders.
-    pub reserved: i32,
+    pub reserved: i64,
     /// `on_hand - reserved`.
-    pub available: i32,
+    pub available: i64,
     /// No longer sold.
     pub discontinued: bool,
     /// The product stream's version.
@@ -106,8 +106,8 @@ const PRODUCT_COLUMNS: &str =
     "id, sku, name, price::text, on_hand, reserved, discontinued, version";
 
 fn product_row(row: &tokio_postgres::Row) -> Result<ProductView, StoreError> {
-    let on_hand: i32 = row.try_get(4)?;
-    let reserved: i32 = row.try_get(5)?;
+    let on_hand: i64 = row.try_get(4)?;
+    let reserved: i64 = row.try_get(5)?;
     Ok(ProductView {
         id: row.try_get(0)?,
         sku: row.try_get(1)?,

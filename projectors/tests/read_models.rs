@@ -153,7 +153,8 @@ async fn min_position_sees_its_own_write_every_time() {
             .unwrap()
             .unwrap();
         assert_eq!(
-            view.on_hand, i as i32,
+            view.on_hand,
+            i64::from(i),
             "try {i}: the read after the write sees it"
         );
     }

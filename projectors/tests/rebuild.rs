@@ -54,7 +54,7 @@ async fn rebuild_all_under_load_then_check_passes_and_no_query_answers_wrong() {
         );
         tokio::spawn(async move {
             let client = pool.get().await.unwrap();
-            let mut seen: HashMap<uuid::Uuid, i32> = HashMap::new();
+            let mut seen: HashMap<uuid::Uuid, i64> = HashMap::new();
             while !stop.is_cancelled() {
                 for product in &products {
                     let view = projectors::query::product(&**client, product.as_uuid())

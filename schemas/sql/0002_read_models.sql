@@ -48,8 +48,8 @@ create table read.products (
     sku          text    not null,
     name         text    not null,
     price        numeric not null,
-    on_hand      integer not null,
-    reserved     integer not null,
+    on_hand      bigint  not null,
+    reserved     bigint  not null,
     discontinued boolean not null,
     version      bigint  not null
 );

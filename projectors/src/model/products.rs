@@ -54,8 +54,8 @@ pub(crate) async fn apply(
                 sku: row.get(1),
                 name: row.get(2),
                 price: super::decimal(row.get::<_, &str>(3))?,
-                on_hand: i64::from(row.get::<_, i32>(4)),
-                reserved: i64::from(row.get::<_, i32>(5)),
+                on_hand: row.get::<_, i64>(4),
+                reserved: row.get::<_, i64>(5),
                 discontinued: row.get(6),
                 version: row.get(7),
             },
@@ -129,8 +129,8 @@ pub(crate) async fn apply(
         cols.sku.push(row.sku.clone());
         cols.name.push(row.name.clone());
         cols.price.push(row.price.to_string());
-        cols.on_hand.push(to_i32(row.on_hand)?);
-        cols.reserved.push(to_i32(row.reserved)?);
+        cols.on_hand.push(row.on_hand);
+        cols.reserved.push(row.reserved);
         cols.discontinued.push(row.discontinued);
         cols.version.push(row.version);
     }
@@ -138,7 +138,7 @@ pub(crate) async fn apply(
         &format!(
             "insert into {schema}.products (id, sku, name, price, on_hand, reserved, discontinued, version)
              select id, sku, name, price::numeric, on_hand, reserved, discontinued, version
-               from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::int4[],
+               from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[],
                            $7::bool[], $8::int8[])
                  as r(id, sku, name, price, on_hand, reserved, discontinued, version)
              on conflict (id) do update
@@ -177,22 +177,15 @@ fn evolve(row: &mut Row, event: &ProductEvent) {
     }
 }
 
-fn to_i32(n: i64) -> Result<i32, ApplyError> {
-    i32::try_from(n).map_err(|_| {
-        ApplyError::Store(eventstore::StoreError::Internal(format!(
-            "stock {n} out of range"
-        )))
-    })
-}
-
+/// The changed rows, column by column, for one `unnest` upsert.
 #[derive(Default)]
 struct Columns {
     id: Vec<Uuid>,
     sku: Vec<String>,
     name: Vec<String>,
     price: Vec<String>,
-    on_hand: Vec<i32>,
-    reserved: Vec<i32>,
+    on_hand: Vec<i64>,
+    reserved: Vec<i64>,
     discontinued: Vec<bool>,
     version: Vec<i64>,
 }

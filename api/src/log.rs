@@ -1,0 +1,182 @@
+//! The event log over HTTP: one stream, or the whole log in global order.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use eventstore::envelope::Envelope;
+use eventstore::store::LogFilter;
+use eventstore::Position;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::{ApiError, Problem};
+use crate::extract::{parse_uuid, ApiQuery};
+use crate::reads::position;
+use crate::AppState;
+
+/// Every event-log route.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(stream_events))
+        .routes(routes!(log_events))
+}
+
+/// Default and largest page.
+const DEFAULT_LIMIT: i64 = 100;
+const MAX_LIMIT: i64 = 1000;
+
+fn limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if (1..=MAX_LIMIT).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {MAX_LIMIT}"
+        )))
+    }
+}
+
+/// Events, as envelopes.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Events {
+    /// In order.
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<Envelope>,
+}
+
+/// A page of the log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LogPage {
+    /// In global order.
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<Envelope>,
+    /// Pass as `after` for the next page (also when this one is empty, to poll).
+    pub next: String,
+}
+
+/// `GET /streams/{stream_id}/events`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StreamQuery {
+    /// The first version to return (default 1).
+    pub from_version: Option<u64>,
+    /// At most this many (1 to 1000, default 100).
+    pub limit: Option<i64>,
+}
+
+/// `GET /events`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct LogQuery {
+    /// Only events after this position token.
+    pub after: Option<String>,
+    /// At most this many (1 to 1000, default 100).
+    pub limit: Option<i64>,
+    /// `user`, `product` or `order`.
+    pub stream_type: Option<String>,
+    /// An event type, e.g. `OrderPlaced`.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub event_type: Option<String>,
+    /// Only events with this correlation id.
+    pub correlation_id: Option<String>,
+    /// Recorded at or after (RFC 3339).
+    pub since: Option<String>,
+    /// Recorded before (RFC 3339).
+    pub until: Option<String>,
+}
+
+fn time(text: &str, what: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| ApiError::BadRequest(format!("{what} must be an RFC 3339 time")))
+}
+
+#[utoipa::path(get, path = "/streams/{stream_id}/events", tag = "events",
+    params(("stream_id" = String, Path, description = "`user-<uuid>`, `product-<uuid>` or `order-<uuid>`"), StreamQuery),
+    responses((status = 200, body = Events), (status = 400, body = Problem), (status = 404, body = Problem)))]
+async fn stream_events(
+    State(state): State<AppState>,
+    Path(stream_id): Path<String>,
+    ApiQuery(query): ApiQuery<StreamQuery>,
+) -> Result<Json<Events>, ApiError> {
+    let (stream_type, id) = domain::ids::parse_stream_id(&stream_id).map_err(|_| {
+        ApiError::BadRequest(format!(
+            "{stream_id:?} is not a stream id (user-<uuid>, product-<uuid>, order-<uuid>)"
+        ))
+    })?;
+    let stream_id = format!("{}-{id}", stream_type.as_str());
+    let limit = limit(query.limit)?;
+    let from = query.from_version.unwrap_or(1).max(1);
+    if state.store.stream_version(&stream_id).await? == 0 {
+        return Err(ApiError::NotFound(format!("no stream {stream_id}")));
+    }
+    let events = state.store.read_stream(&stream_id, from - 1, limit).await?;
+    Ok(Json(Events {
+        events: events.iter().map(Envelope::from_recorded).collect(),
+    }))
+}
+
+#[utoipa::path(get, path = "/events", tag = "events", params(LogQuery),
+    responses((status = 200, body = LogPage), (status = 400, body = Problem)))]
+async fn log_events(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<LogQuery>,
+) -> Result<Json<LogPage>, ApiError> {
+    let after = query
+        .after
+        .as_deref()
+        .map(position)
+        .transpose()?
+        .unwrap_or(Position::START);
+    let limit = limit(query.limit)?;
+    if let Some(stream_type) = &query.stream_type {
+        if stream_type.parse::<domain::ids::StreamType>().is_err() {
+            return Err(ApiError::BadRequest(
+                "stream_type must be user, product or order".into(),
+            ));
+        }
+    }
+    if let Some(event_type) = &query.event_type {
+        let valid = event_type.len() <= 64
+            && event_type.starts_with(|c: char| c.is_ascii_alphabetic())
+            && event_type
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(ApiError::BadRequest(
+                "type must be an event type name, like OrderPlaced".into(),
+            ));
+        }
+    }
+    let filter = LogFilter {
+        stream_id: None,
+        stream_type: query.stream_type,
+        event_type: query.event_type,
+        correlation_id: query
+            .correlation_id
+            .as_deref()
+            .map(|c| parse_uuid(c, "correlation_id"))
+            .transpose()?,
+        since: query
+            .since
+            .as_deref()
+            .map(|t| time(t, "since"))
+            .transpose()?,
+        until: query
+            .until
+            .as_deref()
+            .map(|t| time(t, "until"))
+            .transpose()?,
+    };
+    let events = state.store.read_log(after, &filter, limit).await?;
+    let next = events.last().map_or(after, |e| e.position).to_string();
+    Ok(Json(LogPage {
+        events: events.iter().map(Envelope::from_recorded).collect(),
+        next,
+    }))
+}

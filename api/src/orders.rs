@@ -1,0 +1,393 @@
+//! `/orders`: place, pay, ship, deliver, cancel; read one (now or as it
+//! stood then), and its timeline.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use domain::aggregate::Aggregate;
+use domain::ids::{OrderId, ProductId, UserId};
+use domain::order::{Order, OrderCommand, OrderState};
+use domain::product::Product;
+use domain::user::User;
+use domain::values::{CancelReason, Quantity};
+use eventstore::envelope::Envelope;
+use eventstore::store::{AsOf, LogFilter};
+use eventstore::Position;
+use projectors::query::{OrderLineView, OrderView};
+use projectors::Projection;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::commands::{context, execute, idempotent, new_id, request_hash, CommandResponse};
+use crate::error::{ApiError, Problem};
+use crate::extract::{json_body, optional_json_body, ApiQuery, IdPath, RequestMeta};
+use crate::input::{AmountInput, WholeInput};
+use crate::reads::wait;
+use crate::AppState;
+
+/// Every `/orders` route.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(place))
+        .routes(routes!(pay))
+        .routes(routes!(ship))
+        .routes(routes!(deliver))
+        .routes(routes!(cancel))
+        .routes(routes!(get_order))
+        .routes(routes!(timeline))
+}
+
+/// The most lines an order may have.
+const MAX_LINES: usize = 100;
+
+/// `POST /orders`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceOrder {
+    /// Who orders; must be an active user.
+    pub user_id: Uuid,
+    /// 1 to 100 lines, each product at most once.
+    pub lines: Vec<LineInput>,
+    /// A client-chosen id; repeating the same request with it is a retry.
+    #[serde(default)]
+    pub id: Option<Uuid>,
+}
+
+/// One line of `POST /orders`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LineInput {
+    /// The product.
+    pub product_id: Uuid,
+    /// Units, at least 1.
+    #[schema(value_type = u32)]
+    pub quantity: WholeInput,
+}
+
+/// `POST /orders/{id}/pay`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Pay {
+    /// Must equal the order's total.
+    #[schema(value_type = String, example = "42.48")]
+    pub amount: AmountInput,
+}
+
+/// `POST /orders/{id}/cancel`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cancel {
+    /// Why (default `customer_request`).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `GET /orders/{id}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct OrderQuery {
+    /// See `min_position` on every read.
+    pub min_position: Option<String>,
+    /// A position token or an RFC 3339 time: the order as it stood then,
+    /// folded from the event log.
+    pub as_of: Option<String>,
+}
+
+/// `GET /orders/{id}/timeline`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Timeline {
+    /// Every event the order caused, in log order.
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<Envelope>,
+}
+
+fn validation(field: &str) -> impl Fn(domain::values::ValueError) -> ApiError + '_ {
+    move |e| ApiError::Validation(format!("{field}: {e}"))
+}
+
+#[utoipa::path(post, path = "/orders", tag = "orders", request_body = PlaceOrder,
+    params(("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 202, description = "Accepted, pending: stock is being reserved", body = CommandResponse),
+        (status = 400, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem),
+        (status = 415, body = Problem), (status = 422, body = Problem), (status = 503, body = Problem)))]
+async fn place(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let input: PlaceOrder = json_body(&headers, &body)?;
+    if input.lines.is_empty() {
+        return Err(ApiError::Validation(
+            "an order needs at least one line".into(),
+        ));
+    }
+    if input.lines.len() > MAX_LINES {
+        return Err(ApiError::Validation(format!(
+            "an order has at most {MAX_LINES} lines"
+        )));
+    }
+    let mut lines = Vec::with_capacity(input.lines.len());
+    for (i, line) in input.lines.iter().enumerate() {
+        let quantity: Quantity = line.quantity.quantity(&format!("lines[{i}].quantity"))?;
+        lines.push((ProductId::new(line.product_id), quantity));
+    }
+    let id = new_id(&meta, "POST /orders", input.id);
+    idempotent(&state, &meta, "POST /orders", &body, |key| async {
+        // The order rule needs the user and every product as they are now,
+        // read from the event log (not the read models, which may lag).
+        let user = state
+            .executor
+            .load::<User>(&UserId::new(input.user_id).stream_id())
+            .await?
+            .state;
+        let streams: Vec<String> = lines
+            .iter()
+            .map(|(product, _)| product.stream_id())
+            .collect();
+        let products: Vec<_> = futures::future::try_join_all(
+            streams.iter().map(|s| state.executor.load::<Product>(s)),
+        )
+        .await?;
+        let requested: Vec<_> = lines
+            .iter()
+            .zip(&products)
+            .map(|((id, quantity), loaded)| (*id, *quantity, &loaded.state))
+            .collect();
+        let command = domain::order::place_order(OrderId::new(id), &user, &requested)
+            .map_err(|e| ApiError::from_domain(&e))?;
+        let command_id = key.or_else(|| {
+            input
+                .id
+                .map(|id| format!("create:order-{id}:{}", request_hash(&[&body])))
+        });
+        // Everything an order causes shares its id as correlation id.
+        let (_, mut answer) =
+            execute::<Order>(&state, id, command, &context(&meta, Some(id), command_id)).await?;
+        answer.status = Some("pending".into());
+        Ok((StatusCode::ACCEPTED, answer))
+    })
+    .await
+}
+
+/// Runs a lifecycle command on an order and answers with its new status.
+async fn transition(
+    state: &AppState,
+    meta: &RequestMeta,
+    id: Uuid,
+    route: &str,
+    body: &[u8],
+    command: OrderCommand,
+) -> Result<Response, ApiError> {
+    idempotent(state, meta, route, body, |key| async {
+        let (executed, mut answer) =
+            execute::<Order>(state, id, command, &context(meta, Some(id), key)).await?;
+        answer.status = executed.state.status().map(|s| s.as_str().to_owned());
+        Ok((StatusCode::OK, answer))
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/orders/{id}/pay", tag = "orders", request_body = Pay,
+    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = CommandResponse), (status = 400, body = Problem), (status = 404, body = Problem),
+        (status = 409, description = "Not confirmed, or paid already", body = Problem),
+        (status = 422, description = "Amount differs from the total", body = Problem)))]
+async fn pay(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    IdPath(id): IdPath,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let input: Pay = json_body(&headers, &body)?;
+    let amount = input.amount.money("amount")?;
+    transition(
+        &state,
+        &meta,
+        id,
+        &format!("POST /orders/{id}/pay"),
+        &body,
+        OrderCommand::Pay { amount },
+    )
+    .await
+}
+
+#[utoipa::path(post, path = "/orders/{id}/ship", tag = "orders",
+    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = CommandResponse), (status = 400, body = Problem), (status = 404, body = Problem),
+        (status = 409, description = "Not paid", body = Problem)))]
+async fn ship(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    IdPath(id): IdPath,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    transition(
+        &state,
+        &meta,
+        id,
+        &format!("POST /orders/{id}/ship"),
+        &body,
+        OrderCommand::Ship,
+    )
+    .await
+}
+
+#[utoipa::path(post, path = "/orders/{id}/deliver", tag = "orders",
+    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = CommandResponse), (status = 400, body = Problem), (status = 404, body = Problem),
+        (status = 409, description = "Not shipped", body = Problem)))]
+async fn deliver(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    IdPath(id): IdPath,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    transition(
+        &state,
+        &meta,
+        id,
+        &format!("POST /orders/{id}/deliver"),
+        &body,
+        OrderCommand::Deliver,
+    )
+    .await
+}
+
+#[utoipa::path(post, path = "/orders/{id}/cancel", tag = "orders", request_body(content = Cancel, description = "Optional"),
+    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = CommandResponse), (status = 400, body = Problem), (status = 404, body = Problem),
+        (status = 409, description = "Shipped already, or not confirmed yet", body = Problem),
+        (status = 415, body = Problem), (status = 422, body = Problem)))]
+async fn cancel(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    IdPath(id): IdPath,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let input: Cancel = optional_json_body(&headers, &body)?.unwrap_or_default();
+    let reason = CancelReason::parse(
+        input
+            .reason
+            .as_deref()
+            .unwrap_or(CancelReason::CUSTOMER_REQUEST),
+    )
+    .map_err(validation("reason"))?;
+    transition(
+        &state,
+        &meta,
+        id,
+        &format!("POST /orders/{id}/cancel"),
+        &body,
+        OrderCommand::Cancel { reason },
+    )
+    .await
+}
+
+#[utoipa::path(get, path = "/orders/{id}", tag = "orders", params(("id" = Uuid, Path), OrderQuery),
+    responses((status = 200, description = "The order", body = Object), (status = 400, body = Problem),
+        (status = 404, body = Problem), (status = 503, body = Problem)))]
+async fn get_order(
+    State(state): State<AppState>,
+    IdPath(id): IdPath,
+    ApiQuery(query): ApiQuery<OrderQuery>,
+) -> Result<Json<OrderView>, ApiError> {
+    if let Some(as_of) = query.as_of.as_deref() {
+        let as_of = parse_as_of(as_of)?;
+        return as_it_stood(&state, id, as_of).await.map(Json);
+    }
+    wait(&state, Projection::Orders, query.min_position.as_deref()).await?;
+    let client = state.pool.get().await?;
+    projectors::query::order(&**client, id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no order {id}")))
+}
+
+/// A position token, or an RFC 3339 time.
+fn parse_as_of(text: &str) -> Result<AsOf, ApiError> {
+    if let Ok(position) = text.parse::<Position>() {
+        return Ok(AsOf::Position(position));
+    }
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| AsOf::Time(t.with_timezone(&Utc)))
+        .map_err(|_| {
+            ApiError::BadRequest("as_of must be a position token or an RFC 3339 time".into())
+        })
+}
+
+/// The order folded from its events up to `as_of`.
+async fn as_it_stood(state: &AppState, id: Uuid, as_of: AsOf) -> Result<OrderView, ApiError> {
+    let events = state
+        .store
+        .read_stream_as_of(&OrderId::new(id).stream_id(), as_of)
+        .await?;
+    let (Some(first), Some(last)) = (events.first(), events.last()) else {
+        return Err(ApiError::NotFound(format!("order {id} did not exist then")));
+    };
+    let (placed_at, updated_at, version) = (first.recorded_at, last.recorded_at, last.version);
+    let mut order = OrderState::default();
+    for recorded in &events {
+        let event = eventstore::executor::decode::<Order>(recorded)?;
+        order = Order::evolve(order, &event);
+    }
+    let placed = order
+        .order()
+        .ok_or_else(|| ApiError::NotFound(format!("order {id} did not exist then")))?;
+    let mut lines = Vec::with_capacity(placed.lines.len());
+    for line in &placed.lines {
+        let total = line
+            .line_total()
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        lines.push(OrderLineView {
+            product_id: line.product_id.as_uuid(),
+            quantity: line.quantity.get(),
+            unit_price: line.unit_price.to_string(),
+            line_total: total.to_string(),
+        });
+    }
+    Ok(OrderView {
+        id,
+        user_id: placed.user_id.as_uuid(),
+        status: placed.status.as_str().to_owned(),
+        lines,
+        total: placed.total.to_string(),
+        reason: order.reason().map(str::to_owned),
+        placed_at,
+        updated_at,
+        version: version as i64,
+    })
+}
+
+#[utoipa::path(get, path = "/orders/{id}/timeline", tag = "orders", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Timeline), (status = 400, body = Problem), (status = 404, body = Problem)))]
+async fn timeline(
+    State(state): State<AppState>,
+    IdPath(id): IdPath,
+) -> Result<Json<Timeline>, ApiError> {
+    let filter = LogFilter {
+        correlation_id: Some(id),
+        ..LogFilter::default()
+    };
+    let mut events = Vec::new();
+    let mut after = Position::START;
+    loop {
+        let page = state.store.read_log(after, &filter, 1000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        events.extend(page.iter().map(Envelope::from_recorded));
+    }
+    if events.is_empty() {
+        return Err(ApiError::NotFound(format!("no order {id}")));
+    }
+    Ok(Json(Timeline { events }))
+}

@@ -1,0 +1,232 @@
+//! `/users`: register, rename, deactivate; read one, find by email, list orders.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::Json;
+use domain::ids::UserId;
+use domain::user::{User, UserCommand};
+use domain::values::{Email, Name};
+use projectors::query::{OrderView, UserView};
+use projectors::Projection;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::commands::{context, execute, idempotent, new_id, request_hash, CommandResponse};
+use crate::error::{ApiError, Problem};
+use crate::extract::{json_body, ApiQuery, IdPath, RequestMeta};
+use crate::reads::{wait, ReadParams};
+use crate::AppState;
+
+/// Every `/users` route.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register, find_by_email))
+        .routes(routes!(rename))
+        .routes(routes!(deactivate))
+        .routes(routes!(get_user))
+        .routes(routes!(user_orders))
+}
+
+/// `POST /users`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterUser {
+    /// Unique, case-insensitively.
+    pub email: String,
+    /// Display name, 1 to 200 characters.
+    pub name: String,
+    /// A client-chosen id; repeating the same request with it is a retry.
+    #[serde(default)]
+    pub id: Option<Uuid>,
+}
+
+/// `POST /users/{id}/rename`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenameUser {
+    /// The new name.
+    pub name: String,
+}
+
+/// Lists of users.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserList {
+    /// The users.
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<UserView>,
+}
+
+/// Lists of orders.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderList {
+    /// The orders, newest first.
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<OrderView>,
+}
+
+/// `GET /users?email=`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EmailQuery {
+    /// The email to look for (any case).
+    pub email: String,
+    /// See `min_position` on every read.
+    pub min_position: Option<String>,
+}
+
+fn validation(field: &str) -> impl Fn(domain::values::ValueError) -> ApiError + '_ {
+    move |e| ApiError::Validation(format!("{field}: {e}"))
+}
+
+#[utoipa::path(post, path = "/users", tag = "users", request_body = RegisterUser,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retry safely: same key and body, same answer")),
+    responses(
+        (status = 201, description = "Registered", body = CommandResponse),
+        (status = 400, body = Problem), (status = 409, description = "Email taken", body = Problem),
+        (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem),
+        (status = 503, body = Problem)))]
+async fn register(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let input: RegisterUser = json_body(&headers, &body)?;
+    let email = Email::parse(&input.email).map_err(validation("email"))?;
+    let name = Name::parse(&input.name).map_err(validation("name"))?;
+    let id = new_id(&meta, "POST /users", input.id);
+    idempotent(&state, &meta, "POST /users", &body, |key| async {
+        // A create repeated with the same id and body is a retry too.
+        let command_id = key.or_else(|| {
+            input
+                .id
+                .map(|id| format!("create:user-{id}:{}", request_hash(&[&body])))
+        });
+        let ctx = context(&meta, None, command_id);
+        let command = UserCommand::Register {
+            user_id: UserId::new(id),
+            email,
+            name,
+        };
+        let (_, answer) = execute::<User>(&state, id, command, &ctx).await?;
+        Ok((StatusCode::CREATED, answer))
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/users/{id}/rename", tag = "users", request_body = RenameUser,
+    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = CommandResponse), (status = 400, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn rename(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    IdPath(id): IdPath,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let input: RenameUser = json_body(&headers, &body)?;
+    let name = Name::parse(&input.name).map_err(validation("name"))?;
+    idempotent(
+        &state,
+        &meta,
+        &format!("POST /users/{id}/rename"),
+        &body,
+        |key| async {
+            let (_, answer) = execute::<User>(
+                &state,
+                id,
+                UserCommand::Rename { name },
+                &context(&meta, None, key),
+            )
+            .await?;
+            Ok((StatusCode::OK, answer))
+        },
+    )
+    .await
+}
+
+#[utoipa::path(post, path = "/users/{id}/deactivate", tag = "users",
+    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = CommandResponse), (status = 400, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem)))]
+async fn deactivate(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    IdPath(id): IdPath,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    idempotent(
+        &state,
+        &meta,
+        &format!("POST /users/{id}/deactivate"),
+        &body,
+        |key| async {
+            let (_, answer) = execute::<User>(
+                &state,
+                id,
+                UserCommand::Deactivate,
+                &context(&meta, None, key),
+            )
+            .await?;
+            Ok((StatusCode::OK, answer))
+        },
+    )
+    .await
+}
+
+#[utoipa::path(get, path = "/users/{id}", tag = "users", params(("id" = Uuid, Path), ReadParams),
+    responses((status = 200, description = "The user", body = Object), (status = 400, body = Problem),
+        (status = 404, body = Problem), (status = 503, body = Problem)))]
+async fn get_user(
+    State(state): State<AppState>,
+    IdPath(id): IdPath,
+    ApiQuery(params): ApiQuery<ReadParams>,
+) -> Result<Json<UserView>, ApiError> {
+    wait(&state, Projection::Users, params.min_position.as_deref()).await?;
+    let client = state.pool.get().await?;
+    projectors::query::user(&**client, id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no user {id}")))
+}
+
+#[utoipa::path(get, path = "/users", tag = "users", params(EmailQuery),
+    responses((status = 200, body = UserList), (status = 400, body = Problem), (status = 503, body = Problem)))]
+async fn find_by_email(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<EmailQuery>,
+) -> Result<Json<UserList>, ApiError> {
+    wait(&state, Projection::Users, query.min_position.as_deref()).await?;
+    let client = state.pool.get().await?;
+    let items = match Email::parse(&query.email) {
+        Ok(email) => projectors::query::users_by_email(&**client, email.as_str()).await?,
+        // Not an email anybody could have registered with.
+        Err(_) => Vec::new(),
+    };
+    Ok(Json(UserList { items }))
+}
+
+#[utoipa::path(get, path = "/users/{id}/orders", tag = "users", params(("id" = Uuid, Path), ReadParams),
+    responses((status = 200, body = OrderList), (status = 400, body = Problem), (status = 404, body = Problem),
+        (status = 503, body = Problem)))]
+async fn user_orders(
+    State(state): State<AppState>,
+    IdPath(id): IdPath,
+    ApiQuery(params): ApiQuery<ReadParams>,
+) -> Result<Json<OrderList>, ApiError> {
+    wait(&state, Projection::Users, params.min_position.as_deref()).await?;
+    wait(&state, Projection::Orders, params.min_position.as_deref()).await?;
+    let client = state.pool.get().await?;
+    if projectors::query::user(&**client, id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("no user {id}")));
+    }
+    let items = projectors::query::user_orders(&**client, id, 1000).await?;
+    Ok(Json(OrderList { items }))
+}

@@ -1,0 +1,75 @@
+//! The event log over HTTP.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{assert_problem, Api};
+use serde_json::json;
+
+#[tokio::test]
+async fn streams_and_the_global_log_page_in_order() {
+    let api = Api::start().await;
+    let user = api.user("Logger").await.id();
+    api.post(
+        &format!("/users/{user}/rename"),
+        json!({ "name": "Logger 2" }),
+    )
+    .await;
+    let product = api.product(1, "1.00").await.id();
+
+    let stream = api.get(&format!("/streams/user-{user}/events")).await;
+    let events = stream.body["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2, "{stream:?}");
+    assert_eq!(events[0]["type"], "UserRegistered");
+    assert_eq!(events[0]["specversion"], "1.0");
+    assert_eq!(events[0]["subject"], format!("user-{user}"));
+    assert_eq!(events[1]["streamversion"], 2);
+    let from_two = api
+        .get(&format!("/streams/user-{user}/events?from_version=2"))
+        .await;
+    assert_eq!(from_two.body["events"].as_array().unwrap().len(), 1);
+    assert_problem(&api.get("/streams/banana/events").await, 400, "bad_request");
+    assert_problem(
+        &api.get(&format!("/streams/order-{}/events", uuid::Uuid::new_v4()))
+            .await,
+        404,
+        "not_found",
+    );
+
+    // Page the whole log two at a time.
+    let mut all = Vec::new();
+    let mut after = String::from("0.0");
+    loop {
+        let page = api.get(&format!("/events?limit=2&after={after}")).await;
+        assert_eq!(page.status, 200, "{page:?}");
+        let events = page.body["events"].as_array().unwrap().clone();
+        after = page.body["next"].as_str().unwrap().to_owned();
+        if events.is_empty() {
+            break;
+        }
+        all.extend(events);
+    }
+    assert_eq!(all.len(), 3);
+    let products = api.get("/events?stream_type=product").await;
+    assert_eq!(
+        products.body["events"][0]["subject"],
+        format!("product-{product}")
+    );
+    let renames = api.get("/events?type=UserRenamed").await;
+    assert_eq!(renames.body["events"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        api.get("/events?since=2999-01-01T00:00:00Z").await.body["events"],
+        json!([])
+    );
+    for bad in [
+        "/events?type=%00",
+        "/events?type=Order%20Placed",
+        "/events?after=x",
+        "/events?stream_type=planet",
+        "/events?correlation_id=1",
+        "/events?since=never",
+        "/events?limit=5000",
+    ] {
+        assert_problem(&api.get(bad).await, 400, "bad_request");
+    }
+}

@@ -1,0 +1,82 @@
+//! PostgreSQL going away mid-run: commands get 503 with Retry-After, /ready
+//! says so, and everything recovers by itself when it comes back. A TCP proxy
+//! the test controls stands between the API and the shared server.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{assert_problem, Api};
+use serde_json::json;
+use test_support::servers::TcpProxy;
+use test_support::TestEnv;
+
+#[tokio::test]
+async fn postgres_unreachable_means_503_and_recovery_without_restart() {
+    let env = TestEnv::new().await;
+    let config = env.database_url.config();
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let proxy = TcpProxy::start(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let through_proxy: eventstore::DatabaseUrl = format!(
+        "postgres://{}@{}/{}",
+        config.get_user().unwrap_or("postgres"),
+        proxy.addr(),
+        env.database_url.database()
+    )
+    .parse()
+    .unwrap();
+    let pool = through_proxy.pool(8).unwrap();
+    let api = Api::start_on(env, pool).await;
+
+    let first = api
+        .post(
+            "/users",
+            json!({ "email": "before@example.com", "name": "Before" }),
+        )
+        .await;
+    assert_eq!(first.status, 201, "{first:?}");
+
+    proxy.cut();
+    let during = api
+        .post(
+            "/users",
+            json!({ "email": "during@example.com", "name": "During" }),
+        )
+        .await;
+    assert_problem(&during, 503, "unavailable");
+    assert_eq!(
+        during
+            .headers
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let read = api.get(&format!("/users/{}", first.id())).await;
+    assert_problem(&read, 503, "unavailable");
+    let ready = api.get("/ready").await;
+    assert_eq!(
+        (ready.status, ready.body["postgres"].as_str()),
+        (503, Some("unavailable")),
+        "{ready:?}"
+    );
+    assert!(ready.headers.contains_key("retry-after"));
+    assert_eq!(api.get("/health").await.status, 200, "alive all along");
+
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let after = loop {
+        let answer = api
+            .post(
+                "/users",
+                json!({ "email": "after@example.com", "name": "After" }),
+            )
+            .await;
+        if answer.status != 503 || Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(after.status, 201, "recovered without a restart: {after:?}");
+    assert_eq!(api.get("/ready").await.status, 200);
+}
