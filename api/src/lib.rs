@@ -2,6 +2,7 @@
 //!
 //! - [`users`], [`products`], [`orders`]: commands and queries of each resource.
 //! - [`log`]: the event log (`/streams/{id}/events`, `/events`).
+//! - [`sagas`]: `GET /sagas/{order_id}`.
 //! - [`health`]: `/health`, `/ready`, `/metrics`, `/projections`.
 //! - [`commands`]: idempotency keys, event metadata, executing, answering.
 //! - [`reads`]: `min_position` (read your own writes).
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod orders;
 pub mod products;
 pub mod reads;
+pub mod sagas;
 pub mod state;
 pub mod users;
 
@@ -63,6 +65,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(products::router())
         .merge(orders::router())
         .merge(log::router())
+        .merge(sagas::router())
         .merge(health::router())
         .split_for_parts()
 }

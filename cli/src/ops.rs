@@ -156,6 +156,28 @@ pub async fn status(store: &EventStore, stream: &StreamName) -> anyhow::Result<(
         }
         None => println!("relay              has published nothing to {stream} yet"),
     }
+    match sagas::status(&client, stream).await {
+        Ok(saga) => {
+            println!(
+                "sagas              at {}, lag {} events / {:.1} s; {} unfinished, {} need attention, {} timers{}",
+                saga.position.map(|p| p.to_string()).unwrap_or_else(|| "the start".into()),
+                saga.lag_events,
+                saga.lag_seconds,
+                saga.unfinished,
+                saga.needs_attention,
+                saga.timers,
+                saga.next_timer_due.map(|t| format!(" (next due {t})")).unwrap_or_default()
+            );
+            if saga.needs_attention > 0 {
+                for order in sagas::query::needing_attention(&client, 10).await? {
+                    println!(
+                        "                   needs attention: order {order} (GET /sagas/{order})"
+                    );
+                }
+            }
+        }
+        Err(e) => println!("sagas              unknown: {e}"),
+    }
     for projection in projectors::status::projections(&**client).await? {
         println!(
             "projection {:<8} at {}, lag {} events / {:.1} s, {}",

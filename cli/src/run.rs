@@ -6,7 +6,7 @@ use eventstore::EventStore;
 use projectors::Projection;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{BenchScenario, Cli, Command, GlobalArgs, HttpArgs};
+use crate::config::{BenchScenario, Cli, Command, GlobalArgs, HttpArgs, SagaArgs};
 use crate::roles::Roles;
 use crate::shutdown;
 
@@ -14,12 +14,12 @@ use crate::shutdown;
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let global = cli.global;
     match cli.command {
-        Command::Up { http, saga: _ } => up(&global, &http).await,
+        Command::Up { http, saga } => up(&global, &http, &saga).await,
         Command::Api { http } => api(&global, &http).await,
         Command::Relay => relay(&global).await,
         Command::Migrate => migrate(&global).await,
         Command::Projector { names } => projector(&global, names).await,
-        Command::Saga { .. } => not_yet("saga", "the order-fulfilment saga"),
+        Command::Saga { saga } => saga_only(&global, &saga).await,
         Command::Rebuild {
             all,
             names,
@@ -172,7 +172,39 @@ async fn projector(global: &GlobalArgs, names: Vec<Projection>) -> anyhow::Resul
     roles.run_until_stopped().await
 }
 
-async fn up(global: &GlobalArgs, http: &HttpArgs) -> anyhow::Result<()> {
+/// The saga role, on a pool of its own (its command drivers run many
+/// commands at once and must not starve the API of connections).
+fn saga_role(
+    global: &GlobalArgs,
+    saga: &SagaArgs,
+    connections: &Connections,
+    shutdown: CancellationToken,
+) -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static> {
+    let pool = global.database_url.pool(24)?;
+    let executor = eventstore::executor::Executor::new(EventStore::new(pool));
+    let config = sagas::RunnerConfig::new(
+        global.stream.clone(),
+        global.subject_prefix.clone(),
+        saga.payment_timeout,
+    );
+    let runner = sagas::SagaRunner::new(
+        executor,
+        global.database_url.clone(),
+        async_nats::jetstream::new(connections.nats.clone()),
+        config,
+    );
+    Ok(async move { Ok(runner.run(shutdown).await?) })
+}
+
+async fn saga_only(global: &GlobalArgs, saga: &SagaArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown::on_signal();
+    let connections = connect(global, "ordo-saga").await?;
+    let mut roles = Roles::new(shutdown.clone());
+    roles.spawn("saga", saga_role(global, saga, &connections, shutdown)?);
+    roles.run_until_stopped().await
+}
+
+async fn up(global: &GlobalArgs, http: &HttpArgs, saga: &SagaArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
     eventstore::migrations::migrate(&global.database_url).await?;
     let connections = connect(global, "ordo-up").await?;
@@ -185,6 +217,10 @@ async fn up(global: &GlobalArgs, http: &HttpArgs) -> anyhow::Result<()> {
         &connections,
         &Projection::ALL,
         &shutdown,
+    );
+    roles.spawn(
+        "saga",
+        saga_role(global, saga, &connections, shutdown.clone())?,
     );
     roles.spawn("api", api_role(&connections, listener, shutdown));
     roles.run_until_stopped().await

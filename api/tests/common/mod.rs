@@ -58,6 +58,17 @@ impl Drop for Api {
 impl Api {
     /// API, relay and projectors on `env`.
     pub async fn start_on(env: TestEnv, pool: deadpool_postgres::Pool) -> Api {
+        Self::start_with(env, pool, false).await
+    }
+
+    /// API, relay, projectors and the fulfilment saga.
+    pub async fn start_with_saga() -> Api {
+        let env = TestEnv::new().await;
+        let pool = env.pool.clone();
+        Self::start_with(env, pool, true).await
+    }
+
+    async fn start_with(env: TestEnv, pool: deadpool_postgres::Pool, saga: bool) -> Api {
         let shop = Shop::new(&env);
         let relay = spawn_relay(&env, &shop.store);
         let stop = CancellationToken::new();
@@ -73,6 +84,23 @@ impl Api {
             let token = stop.clone();
             tasks.push(tokio::spawn(async move {
                 let _ = projector.run(token).await;
+            }));
+        }
+        if saga {
+            let config = sagas::RunnerConfig::new(
+                env.stream.clone(),
+                env.prefix.clone(),
+                Duration::from_secs(3600),
+            );
+            let runner = sagas::SagaRunner::new(
+                eventstore::executor::Executor::new(eventstore::EventStore::new(env.pool.clone())),
+                env.database_url.clone(),
+                env.jetstream.clone(),
+                config,
+            );
+            let token = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                let _ = runner.run(token).await;
             }));
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -184,6 +212,20 @@ impl Api {
             .await;
         assert_eq!(answer.status, 201, "{answer:?}");
         answer
+    }
+
+    /// Polls an order until its status is no longer `pending`.
+    pub async fn settled_order(&self, id: &str) -> Answer {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let order = self.get(&format!("/orders/{id}")).await;
+            if (order.status == 200 && order.body["status"] != "pending")
+                || std::time::Instant::now() > deadline
+            {
+                return order;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub async fn product(&self, stock: u32, price: &str) -> Answer {
