@@ -50,11 +50,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Subcommands whose capability has not been built yet say so plainly.
-fn not_yet(command: &str, arrives_with: &str) -> anyhow::Result<()> {
-    anyhow::bail!("`ordo {command}` is not available yet; it arrives with {arrives_with}")
-}
-
 async fn migrate(global: &GlobalArgs) -> anyhow::Result<()> {
     let report = eventstore::migrations::migrate(&global.database_url).await?;
     if report.applied.is_empty() {
@@ -257,6 +252,24 @@ async fn bench(global: &GlobalArgs, scenario: BenchScenario) -> anyhow::Result<(
         BenchScenario::Rebuild { events, json } => {
             crate::bench::rebuild::run(global, events, json.as_deref()).await
         }
-        BenchScenario::PlaceOrders { .. } => not_yet("bench place-orders", "the HTTP API"),
+        BenchScenario::PlaceOrders {
+            duration,
+            concurrency,
+            users,
+            products,
+            url,
+            http,
+            json,
+        } => {
+            let url = url.unwrap_or_else(|| format!("http://{}", http.http_addr));
+            let settings = crate::bench::place_orders::Settings {
+                duration,
+                concurrency,
+                users,
+                products,
+                url,
+            };
+            crate::bench::place_orders::run(settings, json.as_deref()).await
+        }
     }
 }

@@ -127,10 +127,21 @@ fn an_unreachable_database_is_one_line_and_status_1() {
 }
 
 #[test]
-fn unbuilt_capabilities_say_so_and_fail() {
-    let out = ordo(&["bench", "place-orders"]);
+fn a_load_run_against_no_server_says_how_to_start_one() {
+    let out = ordo(&[
+        "bench",
+        "place-orders",
+        "--url",
+        "http://127.0.0.1:1",
+        "--duration",
+        "1s",
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("not available yet"));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cannot reach ordo at http://127.0.0.1:1") && err.contains("scripts/up"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

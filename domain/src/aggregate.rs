@@ -20,7 +20,15 @@ pub trait Aggregate {
     const STREAM_TYPE: StreamType;
 
     /// What `decide` needs to know; `Default` is the state before any event.
-    type State: Default + Clone + Debug + PartialEq + Serialize + DeserializeOwned + Send + Sync;
+    type State: Default
+        + Clone
+        + Debug
+        + PartialEq
+        + Serialize
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static;
     /// What a caller asks for.
     type Command: Debug + Clone;
     /// What happened.

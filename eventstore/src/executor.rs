@@ -6,6 +6,7 @@
 //! reservation, so their streams grow long; a snapshot every
 //! [`SNAPSHOT_EVERY`] versions keeps a load to a handful of rows.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use domain::aggregate::Aggregate;
@@ -75,6 +76,8 @@ pub struct Executed<A: Aggregate> {
     pub position: Option<Position>,
     /// The events written (empty for a replay or a no-op).
     pub events: Vec<A::Event>,
+    /// Their ids.
+    pub event_ids: Vec<Uuid>,
     /// The state afterwards.
     pub state: A::State,
     /// True when the command id had already been executed.
@@ -120,12 +123,16 @@ impl<E: std::error::Error + 'static> From<StoreError> for ExecuteError<E> {
 #[derive(Debug, Clone)]
 pub struct Executor {
     store: EventStore,
+    cache: Arc<StateCache>,
 }
 
 impl Executor {
     /// An executor on `store`.
     pub fn new(store: EventStore) -> Executor {
-        Executor { store }
+        Executor {
+            store,
+            cache: Arc::new(StateCache::new(CACHE_CAPACITY)),
+        }
     }
 
     /// The store underneath.
@@ -133,20 +140,27 @@ impl Executor {
         &self.store
     }
 
-    /// Loads an aggregate: latest snapshot, then the events after it.
+    /// Loads an aggregate: from this process's cache of recent states, or
+    /// the latest snapshot; then the events after it (usually none, one
+    /// query either way when cached).
     pub async fn load<A: Aggregate>(&self, stream_id: &str) -> Result<Loaded<A>, StoreError> {
-        let format = snapshot_format::<A>();
-        let (mut state, mut version) = match self.store.load_snapshot(stream_id, &format).await? {
-            Some((version, state)) => match serde_json::from_value::<A::State>(state) {
-                Ok(state) => (state, version),
-                Err(e) => {
-                    tracing::debug!(stream_id, error = %e, "ignoring unreadable snapshot");
-                    (A::State::default(), 0)
-                }
-            },
-            None => (A::State::default(), 0),
+        let (mut state, mut version, snapshot_version) = match self.cache.get::<A>(stream_id) {
+            Some((version, state, snapshot_version)) => (state, version, snapshot_version),
+            None => {
+                let format = snapshot_format::<A>();
+                let (state, version) = match self.store.load_snapshot(stream_id, &format).await? {
+                    Some((version, state)) => match serde_json::from_value::<A::State>(state) {
+                        Ok(state) => (state, version),
+                        Err(e) => {
+                            tracing::debug!(stream_id, error = %e, "ignoring unreadable snapshot");
+                            (A::State::default(), 0)
+                        }
+                    },
+                    None => (A::State::default(), 0),
+                };
+                (state, version, version)
+            }
         };
-        let snapshot_version = version;
         loop {
             let page = self
                 .store
@@ -161,6 +175,8 @@ impl Executor {
                 break;
             }
         }
+        self.cache
+            .put::<A>(stream_id, version, &state, snapshot_version);
         Ok(Loaded {
             state,
             version,
@@ -220,17 +236,15 @@ impl Executor {
         command: A::Command,
         ctx: &CommandContext,
     ) -> Result<Executed<A>, ExecuteError<A::Error>> {
-        if let Some(command_id) = &ctx.command_id {
-            if let Some(done) = self.store.executed_command(command_id).await? {
-                return self.replay::<A>(stream_id, ctx, done).await;
-            }
-        }
+        // No look-up of the command id first: a command already executed is
+        // caught by the append (the id is unique) or, when the stream has
+        // moved on so that nothing or a refusal follows, checked then.
         let loaded = self.load::<A>(stream_id).await?;
         let events = match A::decide(&loaded.state, command) {
             Ok(events) => events,
             Err(refusal) => {
-                // The same command may have committed between our check and
-                // our load (its effect is why it is refused now): a retry.
+                // The same command may have run before (its effect is why it
+                // is refused now): then this is a retry.
                 if let Some(command_id) = &ctx.command_id {
                     if let Some(done) = self.store.executed_command(command_id).await? {
                         return self.replay::<A>(stream_id, ctx, done).await;
@@ -240,8 +254,8 @@ impl Executor {
             }
         };
         if events.is_empty() {
-            // The same command may have committed between our check and our
-            // load (its effect is why nothing is left to do): answer as a retry.
+            // The same command may have run before (its effect is why
+            // nothing is left to do): then answer as a retry.
             if let Some(command_id) = &ctx.command_id {
                 if let Some(done) = self.store.executed_command(command_id).await? {
                     return self.replay::<A>(stream_id, ctx, done).await;
@@ -251,6 +265,7 @@ impl Executor {
                 stream_id: stream_id.to_owned(),
                 version: loaded.version,
                 position: None,
+                event_ids: Vec::new(),
                 events,
                 state: loaded.state,
                 replayed: false,
@@ -295,14 +310,19 @@ impl Executor {
             return self.replay::<A>(stream_id, ctx, appended).await;
         }
         let state = events.iter().fold(loaded.state, A::evolve);
+        let mut snapshot_version = loaded.snapshot_version;
         if appended.last_version - loaded.snapshot_version >= SNAPSHOT_EVERY {
             self.snapshot::<A>(stream_id, appended.last_version, &state)
                 .await;
+            snapshot_version = appended.last_version;
         }
+        self.cache
+            .put::<A>(stream_id, appended.last_version, &state, snapshot_version);
         Ok(Executed {
             stream_id: stream_id.to_owned(),
             version: appended.last_version,
             position: Some(appended.position),
+            event_ids: new_events.iter().map(|e| e.event_id).collect(),
             events,
             state,
             replayed: false,
@@ -326,6 +346,7 @@ impl Executor {
             stream_id: stream_id.to_owned(),
             version: done.last_version,
             position: Some(done.position),
+            event_ids: Vec::new(),
             events: Vec::new(),
             state: loaded.state,
             replayed: true,
@@ -362,6 +383,89 @@ pub fn decode<A: Aggregate>(recorded: &crate::RecordedEvent) -> Result<A::Event,
         reason: e.to_string(),
     })
 }
+
+/// States this process loaded or wrote recently, so loading one is a single
+/// query for the events after it (usually none). Always safe: a cached state
+/// is the exact fold of its stream up to its version, and newer events —
+/// from this process or any other — are read on top of it.
+struct StateCache {
+    capacity: usize,
+    entries: std::sync::Mutex<std::collections::HashMap<String, CachedState>>,
+}
+
+/// One cached state.
+struct CachedState {
+    version: u64,
+    snapshot_version: u64,
+    state: Arc<dyn std::any::Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for StateCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateCache")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StateCache {
+    fn new(capacity: usize) -> Self {
+        StateCache {
+            capacity,
+            entries: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, CachedState>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// (version, state, snapshot version) of a stream, if cached.
+    fn get<A: Aggregate>(&self, stream_id: &str) -> Option<(u64, A::State, u64)> {
+        let entries = self.entries();
+        let entry = entries.get(stream_id)?;
+        let state = entry.state.downcast_ref::<A::State>()?;
+        Some((entry.version, state.clone(), entry.snapshot_version))
+    }
+
+    fn put<A: Aggregate>(
+        &self,
+        stream_id: &str,
+        version: u64,
+        state: &A::State,
+        snapshot_version: u64,
+    ) {
+        if version == 0 {
+            return;
+        }
+        let mut entries = self.entries();
+        if let Some(existing) = entries.get(stream_id) {
+            if existing.version >= version {
+                return;
+            }
+        }
+        if entries.len() >= self.capacity {
+            // Forget an arbitrary half: cheap, and a miss only costs a snapshot read.
+            let drop: Vec<String> = entries.keys().step_by(2).cloned().collect();
+            for key in drop {
+                entries.remove(&key);
+            }
+        }
+        entries.insert(
+            stream_id.to_owned(),
+            CachedState {
+                version,
+                snapshot_version,
+                state: Arc::new(state.clone()),
+            },
+        );
+    }
+}
+
+/// Streams whose states are kept in memory.
+const CACHE_CAPACITY: usize = 20_000;
 
 fn snapshot_format<A: Aggregate>() -> String {
     format!("{}:{SNAPSHOT_LAYOUT}", A::STREAM_TYPE.as_str())

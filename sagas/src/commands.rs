@@ -25,6 +25,8 @@ pub(crate) enum Outcome {
     Succeeded {
         /// Position of the last event it wrote (or first wrote, for a replay).
         position: Option<Position>,
+        /// Id of the last event it wrote now (none for a replay or a no-op).
+        last_event: Option<uuid::Uuid>,
     },
     /// A product refused a reservation: the business answer the saga waits for.
     Refused(SagaInput),
@@ -94,6 +96,7 @@ pub(crate) async fn execute(
             match result {
                 Ok(done) => Outcome::Succeeded {
                     position: done.position,
+                    last_event: done.event_ids.last().copied(),
                 },
                 Err(ExecuteError::Rejected(e)) => product_refusal(command, e),
                 Err(e) => failure(e),
@@ -113,15 +116,18 @@ pub(crate) async fn execute(
                 executor
                     .execute::<UnpaidOrder>(&stream, order_command, ctx)
                     .await
-                    .map(|done| done.position)
+                    .map(|done| (done.position, done.event_ids.last().copied()))
             } else {
                 executor
                     .execute::<Order>(&stream, order_command, ctx)
                     .await
-                    .map(|done| done.position)
+                    .map(|done| (done.position, done.event_ids.last().copied()))
             };
             match result {
-                Ok(position) => Outcome::Succeeded { position },
+                Ok((position, last_event)) => Outcome::Succeeded {
+                    position,
+                    last_event,
+                },
                 Err(ExecuteError::Rejected(e)) => match executor.load::<Order>(&stream).await {
                     Ok(loaded) => Outcome::OrderMovedOn {
                         observed: observations(&loaded.state),

@@ -56,7 +56,7 @@ use eventstore::nats::{ensure_stream, BusError, StreamName, SubjectPrefix};
 use eventstore::DatabaseUrl;
 use futures::StreamExt as _;
 use rand::Rng as _;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -183,6 +183,7 @@ impl SagaRunner {
                 stats: Arc::default(),
                 stream_locks: Arc::default(),
                 permits,
+                feeder: std::sync::Mutex::new(None),
             },
         }
     }
@@ -331,7 +332,22 @@ pub(crate) struct Engine {
     stats: Arc<SagaStats>,
     stream_locks: Arc<StreamLocks>,
     permits: Arc<Semaphore>,
+    /// Where command outcomes go to be written together, while a term runs.
+    feeder: std::sync::Mutex<Option<mpsc::UnboundedSender<FeedRequest>>>,
 }
+
+/// A command's outcome waiting to be fed to its saga.
+#[derive(Debug)]
+struct FeedRequest {
+    order_id: OrderId,
+    inputs: Vec<SagaInput>,
+    cause: Cause,
+    park_if_pending: Option<(String, String)>,
+    reply: oneshot::Sender<Result<Vec<Work>, String>>,
+}
+
+/// Most outcomes written in one transaction.
+const FEED_BATCH: usize = 256;
 
 impl Engine {
     /// The clock's time in whole microseconds, PostgreSQL's resolution: a
@@ -617,13 +633,11 @@ impl Engine {
         if !work.delay.is_zero() {
             tokio::time::sleep(work.delay).await;
         }
+        // No check that the command is still pending: running one that was
+        // answered meanwhile is harmless (its id makes the executor replay
+        // it, and the state machine ignores the repeated answer), and the
+        // check would cost a query for every command.
         let command_id = work.command.command_id.clone();
-        {
-            let client = self.client().await?;
-            if !store::still_pending(&client, order_id, &command_id).await? {
-                return Ok(Vec::new());
-            }
-        }
         let injected_failure = match self.hooks.check(&Step::BeforeCommand {
             order_id,
             command_id: command_id.clone(),
@@ -699,14 +713,21 @@ impl Engine {
             command_id: id.clone(),
             error,
         };
+        let mut written_event = None;
         let (inputs, park_if_pending, written) = match outcome {
-            Outcome::Succeeded { position } => (
-                vec![SagaInput::CommandSucceeded {
-                    command_id: id.clone(),
-                }],
-                None,
+            Outcome::Succeeded {
                 position,
-            ),
+                last_event,
+            } => {
+                written_event = last_event;
+                (
+                    vec![SagaInput::CommandSucceeded {
+                        command_id: id.clone(),
+                    }],
+                    None,
+                    position,
+                )
+            }
             Outcome::Refused(input) => (vec![input], None, None),
             Outcome::OrderMovedOn { observed, refusal } => {
                 (observed, Some(format!("{id} was refused: {refusal}")), None)
@@ -731,14 +752,17 @@ impl Engine {
             Cause {
                 event: work.cause,
                 written,
+                written_event,
             },
             park_if_pending.map(|r| (id, r)),
         )
         .await
     }
 
-    /// One transaction: lock the saga, feed it `inputs`, park it if
-    /// `park_if_pending`'s command is still pending afterwards, save.
+    /// Feeds a saga `inputs`; parks it if `park_if_pending`'s command is
+    /// still pending afterwards. While a term runs, the outcomes of all
+    /// running commands are written together by the feeder (one transaction
+    /// for many, instead of one each); otherwise directly.
     async fn feed(
         &self,
         order_id: OrderId,
@@ -746,41 +770,159 @@ impl Engine {
         cause: Cause,
         park_if_pending: Option<(String, String)>,
     ) -> Result<Vec<Work>, TermError> {
+        let feeder = self
+            .feeder
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(feeder) = feeder else {
+            let request = FeedRequest {
+                order_id,
+                inputs: inputs.to_vec(),
+                cause,
+                park_if_pending,
+                reply: oneshot::channel().0,
+            };
+            let mut works = self.feed_many(vec![request]).await?;
+            return Ok(works.pop().unwrap_or_default());
+        };
+        let (reply, answer) = oneshot::channel();
+        let request = FeedRequest {
+            order_id,
+            inputs: inputs.to_vec(),
+            cause,
+            park_if_pending,
+            reply,
+        };
+        if feeder.send(request).is_err() {
+            return Err(TermError::Saga(SagaError::Store(
+                eventstore::StoreError::Internal("the outcome feeder stopped".into()),
+            )));
+        }
+        match answer.await {
+            Ok(Ok(works)) => Ok(works),
+            Ok(Err(e)) => Err(TermError::Saga(SagaError::Store(
+                eventstore::StoreError::Internal(e),
+            ))),
+            Err(_) => Err(TermError::Saga(SagaError::Store(
+                eventstore::StoreError::Internal("the outcome feeder stopped".into()),
+            ))),
+        }
+    }
+
+    /// Feeds many outcomes in one transaction; returns each one's follow-up
+    /// commands, in order.
+    async fn feed_many(&self, requests: Vec<FeedRequest>) -> Result<Vec<Vec<Work>>, TermError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let Some(mut saga) = store::load_for_update(&tx, &[order_id.as_uuid()])
-            .await?
-            .remove(&order_id)
-        else {
-            return Ok(Vec::new());
-        };
+        let mut ids: Vec<Uuid> = requests.iter().map(|r| r.order_id.as_uuid()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut sagas = store::load_for_update(&tx, &ids).await?;
         let now = self.now();
-        let mut issued = Vec::new();
-        for input in inputs {
-            issued.extend(saga.apply(input, now, &self.machine, self.hooks.times(), cause.event));
-        }
-        // Commands that follow from a command's success were caused by the
-        // event it wrote; only looked up when there are some.
-        if let (false, Some(position)) = (issued.is_empty(), cause.written) {
-            if let Some(event_id) = store::event_at(&tx, position).await? {
-                saga.caused_by(&issued, event_id);
+        let mut issued_per_request = Vec::with_capacity(requests.len());
+        for request in &requests {
+            let Some(saga) = sagas.get_mut(&request.order_id) else {
+                issued_per_request.push(None);
+                continue;
+            };
+            let mut issued = Vec::new();
+            for input in &request.inputs {
+                issued.extend(saga.apply(
+                    input,
+                    now,
+                    &self.machine,
+                    self.hooks.times(),
+                    request.cause.event,
+                ));
             }
-        }
-        if let Some((command_id, reason)) = park_if_pending {
-            if saga
-                .state
-                .pending
-                .iter()
-                .any(|p| p.command.command_id == command_id)
-            {
-                tracing::error!(%order_id, reason, "parking the saga");
-                saga.park(reason);
+            // Commands that follow from a command's success were caused by
+            // the event it wrote.
+            if !issued.is_empty() {
+                let event_id = match (request.cause.written_event, request.cause.written) {
+                    (Some(event_id), _) => Some(event_id),
+                    (None, Some(position)) => store::event_at(&tx, position).await?,
+                    (None, None) => None,
+                };
+                if let Some(event_id) = event_id {
+                    saga.caused_by(&issued, event_id);
+                }
             }
+            if let Some((command_id, reason)) = &request.park_if_pending {
+                if saga
+                    .state
+                    .pending
+                    .iter()
+                    .any(|p| &p.command.command_id == command_id)
+                {
+                    tracing::error!(order_id = %request.order_id, reason, "parking the saga");
+                    saga.park(reason.clone());
+                }
+            }
+            issued_per_request.push(Some(issued));
         }
-        store::save(&tx, &saga, now).await?;
+        futures::future::try_join_all(sagas.values().map(|saga| store::save(&tx, saga, now)))
+            .await?;
         tx.commit().await?;
-        self.count_issued(&issued);
-        Ok(self.works(&saga, issued))
+        let mut out = Vec::with_capacity(requests.len());
+        for (request, issued) in requests.iter().zip(issued_per_request) {
+            match (issued, sagas.get(&request.order_id)) {
+                (Some(issued), Some(saga)) => {
+                    self.count_issued(&issued);
+                    out.push(self.works(saga, issued));
+                }
+                _ => out.push(Vec::new()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes outcomes as they come, as many per transaction as are waiting.
+    async fn run_feeder(self: Arc<Self>, mut requests: mpsc::UnboundedReceiver<FeedRequest>) {
+        while let Some(first) = requests.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < FEED_BATCH {
+                match requests.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            let (replies, requests_only): (Vec<_>, Vec<_>) = batch
+                .into_iter()
+                .map(|r| {
+                    let FeedRequest {
+                        order_id,
+                        inputs,
+                        cause,
+                        park_if_pending,
+                        reply,
+                    } = r;
+                    (
+                        reply,
+                        FeedRequest {
+                            order_id,
+                            inputs,
+                            cause,
+                            park_if_pending,
+                            reply: oneshot::channel().0,
+                        },
+                    )
+                })
+                .unzip();
+            match self.feed_many(requests_only).await {
+                Ok(works) => {
+                    for (reply, works) in replies.into_iter().zip(works) {
+                        let _ = reply.send(Ok(works));
+                    }
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    for reply in replies {
+                        let _ = reply.send(Err(message.clone()));
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -791,6 +933,8 @@ struct Cause {
     event: Option<Uuid>,
     /// Where that command wrote its last event, if it wrote one.
     written: Option<eventstore::Position>,
+    /// That event's id, when the command wrote it just now.
+    written_event: Option<Uuid>,
 }
 
 /// Longest life of a pull request of the saga consumer; heartbeats come at
@@ -912,6 +1056,13 @@ impl Term {
             .ready_chunks(config.batch_size.max(1));
         tracing::info!(after_sequence = checkpoint.sequence, position = %checkpoint.position, "saga coordinator resumes");
 
+        // Outcomes of this term's commands are written together.
+        let (feeds, feed_requests) = mpsc::unbounded_channel();
+        *engine.feeder.lock().unwrap_or_else(|p| p.into_inner()) = Some(feeds);
+        let _feeder = FeederGuard {
+            engine: engine.clone(),
+            task: tokio::spawn(engine.clone().run_feeder(feed_requests)),
+        };
         for (order_id, works) in engine.recover().await? {
             self.enqueue(order_id, works);
         }
@@ -972,6 +1123,19 @@ impl Term {
                 },
             }
         }
+    }
+}
+
+/// Stops a term's feeder with the term.
+struct FeederGuard {
+    engine: Arc<Engine>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FeederGuard {
+    fn drop(&mut self) {
+        *self.engine.feeder.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.task.abort();
     }
 }
 

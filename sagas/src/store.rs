@@ -408,29 +408,6 @@ pub(crate) async fn with_pending_commands(
     Ok(out)
 }
 
-/// True while `command_id` is still pending in the saga and the saga is not
-/// parked: checked right before running a queued command, because an event
-/// handled in between may have answered or dropped it (a payment drops the
-/// timeout's cancellation).
-pub(crate) async fn still_pending(
-    client: &impl GenericClient,
-    order_id: OrderId,
-    command_id: &str,
-) -> Result<bool, SagaError> {
-    let statement = client
-        .prepare_cached(
-            "select exists (select 1 from saga.sagas
-                             where order_id = $1 and parked is null
-                               and state->'pending' @> $2)",
-        )
-        .await?;
-    let probe = serde_json::json!([{ "command": { "command_id": command_id } }]);
-    let row = client
-        .query_one(&statement, &[&order_id.as_uuid(), &probe])
-        .await?;
-    Ok(row.get(0))
-}
-
 /// Due timers with their sagas, both rows locked; rows someone else holds
 /// are skipped, never waited for.
 pub(crate) async fn due_timers(

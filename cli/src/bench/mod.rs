@@ -7,6 +7,7 @@
 //! streams, and remove them afterwards.
 
 pub mod append;
+pub mod place_orders;
 pub mod rebuild;
 pub mod relay;
 

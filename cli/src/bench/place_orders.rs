@@ -1,0 +1,625 @@
+//! `ordo bench place-orders`: end-to-end load through the HTTP API of a
+//! running ordo.
+//!
+//! It seeds users and products (a tenth of them scarce, so orders compete for
+//! stock and some are rejected), then `concurrency` clients place orders of
+//! one to three lines for `duration`. A tailer follows `GET /events` to see
+//! each order confirmed or rejected; some confirmed orders are then paid and
+//! some cancelled, as real customers would. A poller watches
+//! `GET /projections`: an order counts as "confirmed, visible" when the
+//! orders read model has applied its confirmation. Only HTTP is used.
+
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use eventstore::Position;
+use hdrhistogram::Histogram;
+use rand::prelude::*;
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use super::{latency_fields, line, new_histogram, rate, record};
+
+/// What a run measures.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long orders are placed.
+    pub duration: Duration,
+    /// Concurrent clients.
+    pub concurrency: usize,
+    /// Users to seed.
+    pub users: usize,
+    /// Products to seed.
+    pub products: usize,
+    /// Base URL of the API.
+    pub url: String,
+}
+
+/// Units a scarce product starts with.
+const SCARCE_STOCK: u32 = 200;
+/// Units a plentiful product starts with (the domain's maximum).
+const PLENTY: u32 = 1_000_000;
+/// How long to wait for the last orders to settle after placing stops.
+const DRAIN: Duration = Duration::from_secs(30);
+
+#[derive(Debug)]
+struct Placed {
+    at: Instant,
+    units: u32,
+}
+
+/// One second of the run.
+#[derive(Debug, Default, Clone)]
+struct Second {
+    placed: u64,
+    confirmed: u64,
+    post: Option<Histogram<u64>>,
+    visible: Option<Histogram<u64>>,
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    accepted: u64,
+    confirmed: u64,
+    rejected: u64,
+    paid: u64,
+    cancelled: u64,
+    errors: BTreeMap<String, u64>,
+    post_latency: Option<Histogram<u64>>,
+    visible_latency: Option<Histogram<u64>>,
+    seconds: Vec<Second>,
+    max_lag_seconds: f64,
+}
+
+impl Tally {
+    fn second(&mut self, started: Instant) -> &mut Second {
+        let index = started.elapsed().as_secs() as usize;
+        if self.seconds.len() <= index {
+            self.seconds.resize(index + 1, Second::default());
+        }
+        &mut self.seconds[index]
+    }
+
+    fn error(&mut self, kind: String) {
+        *self.errors.entry(kind).or_insert(0) += 1;
+    }
+}
+
+struct Shared {
+    http: reqwest::Client,
+    base: String,
+    users: Vec<Uuid>,
+    plentiful: Vec<Uuid>,
+    scarce: Vec<Uuid>,
+    started: Instant,
+    placing: AtomicBool,
+    placed: Mutex<HashMap<Uuid, Placed>>,
+    /// Confirmations not yet visible in the read model: (position, order).
+    waiting: Mutex<BinaryHeap<std::cmp::Reverse<(Position, Uuid)>>>,
+    /// When each confirmed order was placed, until it becomes visible.
+    confirmed_placed_at: Mutex<HashMap<Uuid, Instant>>,
+    tally: Mutex<Tally>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Runs the benchmark.
+pub async fn run(settings: Settings, json_path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        settings.concurrency > 0 && settings.users > 0 && settings.products > 0,
+        "concurrency, users and products must be at least 1"
+    );
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(settings.concurrency + 8)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let base = settings.url.trim_end_matches('/').to_owned();
+    http.get(format!("{base}/health"))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| {
+            format!("cannot reach ordo at {base}; start it (scripts/up) or pass --url")
+        })?;
+
+    println!(
+        "seeding {} users and {} products ...",
+        settings.users, settings.products
+    );
+    let users = seed(&http, &base, settings.users, settings.concurrency, |i| {
+        json!({ "email": format!("bench-{}-{i}@example.com", Uuid::new_v4().simple()), "name": format!("Bench user {i}") })
+    }, "/users")
+    .await?;
+    let scarce_count = (settings.products / 10).max(1);
+    let products = seed(&http, &base, settings.products, settings.concurrency, |i| {
+        let stock = if i < scarce_count { SCARCE_STOCK } else { PLENTY };
+        json!({ "sku": format!("B{}-{i}", &Uuid::new_v4().simple().to_string()[..10]), "name": "Bench product", "price": "10.00", "stock": stock })
+    }, "/products")
+    .await?;
+    let (scarce, plentiful) = products.split_at(scarce_count.min(products.len()));
+    let cursor = current_log_position(&http, &base).await?;
+
+    let shared = Arc::new(Shared {
+        http,
+        base,
+        users,
+        plentiful: if plentiful.is_empty() {
+            scarce.to_vec()
+        } else {
+            plentiful.to_vec()
+        },
+        scarce: scarce.to_vec(),
+        started: Instant::now(),
+        placing: AtomicBool::new(true),
+        placed: Mutex::new(HashMap::new()),
+        waiting: Mutex::new(BinaryHeap::new()),
+        confirmed_placed_at: Mutex::new(HashMap::new()),
+        tally: Mutex::new(Tally::default()),
+    });
+    println!(
+        "placing orders for {:?} from {} clients against {} ...",
+        settings.duration, settings.concurrency, shared.base
+    );
+    let stop_watching = Arc::new(AtomicBool::new(false));
+    let tailer = tokio::spawn(tail(shared.clone(), cursor, stop_watching.clone()));
+    let poller = tokio::spawn(watch_projection(shared.clone(), stop_watching.clone()));
+    let mut clients = Vec::new();
+    for seed in 0..settings.concurrency {
+        clients.push(tokio::spawn(client(
+            shared.clone(),
+            settings.duration,
+            seed as u64,
+        )));
+    }
+    for client in clients {
+        client.await?;
+    }
+    shared.placing.store(false, Ordering::SeqCst);
+    let placing_took = shared.started.elapsed();
+    // Let the orders placed last settle.
+    let drain_deadline = Instant::now() + DRAIN;
+    while Instant::now() < drain_deadline {
+        let outstanding = lock(&shared.placed).len() + lock(&shared.waiting).len();
+        if outstanding == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop_watching.store(true, Ordering::SeqCst);
+    tailer.await??;
+    poller.await??;
+    let unsettled = lock(&shared.placed).len();
+
+    let tally = std::mem::take(&mut *lock(&shared.tally));
+    report(&settings, &tally, placing_took, unsettled, json_path)
+}
+
+/// Creates `count` resources through `POST path`; returns their ids.
+async fn seed(
+    http: &reqwest::Client,
+    base: &str,
+    count: usize,
+    concurrency: usize,
+    body: impl Fn(usize) -> Value,
+    path: &str,
+) -> anyhow::Result<Vec<Uuid>> {
+    use futures::StreamExt as _;
+    let bodies: Vec<Value> = (0..count).map(body).collect();
+    let results: Vec<anyhow::Result<Uuid>> = futures::stream::iter(bodies)
+        .map(|body| async move {
+            let response = http
+                .post(format!("{base}{path}"))
+                .json(&body)
+                .send()
+                .await?;
+            let status = response.status();
+            let answer: Value = response.json().await?;
+            anyhow::ensure!(
+                status.is_success(),
+                "seeding {path} answered {status}: {answer}"
+            );
+            Ok(answer["id"].as_str().context("no id")?.parse()?)
+        })
+        .buffered(concurrency.max(1))
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+async fn current_log_position(http: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+    // Page to the end of the log: the tailer starts after it.
+    let mut after = String::from("0.0");
+    loop {
+        let page: Value = http
+            .get(format!("{base}/events?after={after}&limit=1000"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let next = page["next"].as_str().context("no next token")?.to_owned();
+        let empty = page["events"].as_array().is_none_or(Vec::is_empty);
+        after = next;
+        if empty {
+            return Ok(after);
+        }
+    }
+}
+
+/// One client placing orders until the time is up.
+async fn client(shared: Arc<Shared>, duration: Duration, seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+    while shared.started.elapsed() < duration {
+        let user = shared.users[rng.random_range(0..shared.users.len())];
+        let count = rng.random_range(1..=3usize);
+        let mut lines: Vec<(Uuid, u32)> = Vec::with_capacity(count);
+        while lines.len() < count {
+            let pool = if rng.random_bool(0.1) {
+                &shared.scarce
+            } else {
+                &shared.plentiful
+            };
+            let product = pool[rng.random_range(0..pool.len())];
+            if lines.iter().all(|(p, _)| *p != product) {
+                lines.push((product, rng.random_range(1..=3)));
+            }
+        }
+        let body = json!({
+            "user_id": user,
+            "lines": lines.iter().map(|(p, q)| json!({ "product_id": p, "quantity": q })).collect::<Vec<_>>(),
+        });
+        let started = Instant::now();
+        let outcome = shared
+            .http
+            .post(format!("{}/orders", shared.base))
+            .json(&body)
+            .send()
+            .await;
+        let elapsed = started.elapsed();
+        let mut tally = lock(&shared.tally);
+        match outcome {
+            Ok(response) if response.status().as_u16() == 202 => {
+                drop(tally);
+                let Ok(answer) = response.json::<Value>().await else {
+                    continue;
+                };
+                let Some(id) = answer["id"].as_str().and_then(|s| s.parse::<Uuid>().ok()) else {
+                    continue;
+                };
+                let units = lines.iter().map(|(_, q)| q).sum();
+                lock(&shared.placed).insert(id, Placed { at: started, units });
+                let mut tally = lock(&shared.tally);
+                tally.accepted += 1;
+                record(
+                    tally.post_latency.get_or_insert_with(new_histogram),
+                    elapsed,
+                );
+                let second = tally.second(shared.started);
+                second.placed += 1;
+                record(second.post.get_or_insert_with(new_histogram), elapsed);
+            }
+            Ok(response) => {
+                let status = response.status().as_u16();
+                drop(tally);
+                let code = response
+                    .json::<Value>()
+                    .await
+                    .ok()
+                    .and_then(|v| v["code"].as_str().map(str::to_owned));
+                lock(&shared.tally).error(format!("{status} {}", code.unwrap_or_default()));
+            }
+            Err(e) => tally.error(if e.is_timeout() {
+                "timeout".into()
+            } else {
+                "connection".into()
+            }),
+        }
+    }
+}
+
+/// Follows the order events of the log: confirmations and rejections.
+async fn tail(shared: Arc<Shared>, mut after: String, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let mut rng = StdRng::seed_from_u64(7);
+    while !stop.load(Ordering::SeqCst) {
+        let url = format!(
+            "{}/events?after={after}&stream_type=order&limit=1000",
+            shared.base
+        );
+        let page: Value = match shared.http.get(&url).send().await {
+            Ok(response) => response.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        };
+        let Some(events) = page["events"].as_array() else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        if let Some(next) = page["next"].as_str() {
+            after = next.to_owned();
+        }
+        for event in events {
+            let kind = event["type"].as_str().unwrap_or_default();
+            if kind != "OrderConfirmed" && kind != "OrderRejected" {
+                continue;
+            }
+            let Some(id) = event["subject"]
+                .as_str()
+                .and_then(|s| s.strip_prefix("order-"))
+                .and_then(|s| s.parse::<Uuid>().ok())
+            else {
+                continue;
+            };
+            let Some(position) = event["position"]
+                .as_str()
+                .and_then(|p| p.parse::<Position>().ok())
+            else {
+                continue;
+            };
+            let placed = lock(&shared.placed).remove(&id);
+            let Some(placed) = placed else { continue };
+            if kind == "OrderRejected" {
+                lock(&shared.tally).rejected += 1;
+                continue;
+            }
+            {
+                let mut tally = lock(&shared.tally);
+                tally.confirmed += 1;
+                tally.second(shared.started).confirmed += 1;
+            }
+            lock(&shared.waiting).push(std::cmp::Reverse((position, id)));
+            lock(&shared.confirmed_placed_at).insert(id, placed.at);
+            // What customers do next: some pay, some cancel.
+            let roll: f64 = rng.random();
+            if shared.placing.load(Ordering::SeqCst) && roll < 0.4 {
+                let shared = shared.clone();
+                let pay = roll < 0.3;
+                let amount = format!("{}.00", placed.units * 10);
+                tokio::spawn(async move {
+                    let (path, body) = if pay {
+                        (format!("/orders/{id}/pay"), json!({ "amount": amount }))
+                    } else {
+                        (format!("/orders/{id}/cancel"), json!({ "reason": "bench" }))
+                    };
+                    let ok = shared
+                        .http
+                        .post(format!("{}{path}", shared.base))
+                        .json(&body)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success());
+                    let mut tally = lock(&shared.tally);
+                    match (ok, pay) {
+                        (true, true) => tally.paid += 1,
+                        (true, false) => tally.cancelled += 1,
+                        (false, _) => tally.error(if pay {
+                            "pay failed".into()
+                        } else {
+                            "cancel failed".into()
+                        }),
+                    }
+                });
+            }
+        }
+        if events.is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Watches the orders projection: a confirmation is visible once it applied it.
+async fn watch_projection(shared: Arc<Shared>, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    while !stop.load(Ordering::SeqCst) {
+        let list: Value = match shared
+            .http
+            .get(format!("{}/projections", shared.base))
+            .send()
+            .await
+        {
+            Ok(response) => response.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        };
+        let orders = list
+            .as_array()
+            .and_then(|l| l.iter().find(|p| p["name"] == "orders"));
+        if let Some(orders) = orders {
+            let applied = orders["position"]
+                .as_str()
+                .and_then(|p| p.parse::<Position>().ok())
+                .unwrap_or_default();
+            let now = Instant::now();
+            let mut visible = Vec::new();
+            {
+                let mut waiting = lock(&shared.waiting);
+                while let Some(std::cmp::Reverse((position, id))) = waiting.peek().copied() {
+                    if position > applied {
+                        break;
+                    }
+                    waiting.pop();
+                    visible.push(id);
+                }
+            }
+            let mut tally = lock(&shared.tally);
+            let lag = orders["lag_seconds"].as_f64().unwrap_or(0.0);
+            tally.max_lag_seconds = tally.max_lag_seconds.max(lag);
+            for id in visible {
+                if let Some(at) = lock(&shared.confirmed_placed_at).remove(&id) {
+                    let latency = now - at;
+                    record(
+                        tally.visible_latency.get_or_insert_with(new_histogram),
+                        latency,
+                    );
+                    let second = tally.second(shared.started);
+                    record(second.visible.get_or_insert_with(new_histogram), latency);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+fn ms(histogram: &Option<Histogram<u64>>, quantile: f64) -> f64 {
+    histogram
+        .as_ref()
+        .map_or(0.0, |h| h.value_at_quantile(quantile) as f64 / 1000.0)
+}
+
+fn report(
+    settings: &Settings,
+    tally: &Tally,
+    placing_took: Duration,
+    unsettled: usize,
+    json_path: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let seconds = placing_took.as_secs_f64().max(1e-9);
+    let accepted = tally.accepted as f64 / seconds;
+    let confirmed = tally.confirmed as f64 / seconds;
+    let mut figures = Map::new();
+    super::machine_fields(&mut figures);
+    figures.insert("duration_s".into(), json!(seconds));
+    figures.insert("concurrency".into(), json!(settings.concurrency));
+    figures.insert("users".into(), json!(settings.users));
+    figures.insert("products".into(), json!(settings.products));
+    figures.insert("accepted_orders_per_sec".into(), json!(accepted));
+    figures.insert("confirmed_orders_per_sec".into(), json!(confirmed));
+    figures.insert("orders_accepted".into(), json!(tally.accepted));
+    figures.insert("orders_confirmed".into(), json!(tally.confirmed));
+    figures.insert("orders_rejected".into(), json!(tally.rejected));
+    figures.insert("orders_paid".into(), json!(tally.paid));
+    figures.insert("orders_cancelled".into(), json!(tally.cancelled));
+    figures.insert("orders_unsettled".into(), json!(unsettled));
+    if let Some(h) = &tally.post_latency {
+        latency_fields("post_orders_latency", h, &mut figures);
+    }
+    if let Some(h) = &tally.visible_latency {
+        latency_fields("placed_to_confirmed_latency", h, &mut figures);
+    }
+    figures.insert(
+        "projection_lag_max_ms".into(),
+        json!(tally.max_lag_seconds * 1000.0),
+    );
+    figures.insert("errors".into(), json!(tally.errors));
+
+    println!(
+        "ordo bench place-orders: {:.0} s, {} clients",
+        seconds, settings.concurrency
+    );
+    line(
+        "orders accepted (202)",
+        format!("{} ({} in all)", rate(accepted), tally.accepted),
+    );
+    line(
+        "orders confirmed",
+        format!("{} ({} in all)", rate(confirmed), tally.confirmed),
+    );
+    line(
+        "orders rejected / paid / cancelled",
+        format!("{} / {} / {}", tally.rejected, tally.paid, tally.cancelled),
+    );
+    line(
+        "POST /orders p50 / p90 / p99 / max",
+        format!(
+            "{:.1} / {:.1} / {:.1} / {:.1} ms",
+            ms(&tally.post_latency, 0.5),
+            ms(&tally.post_latency, 0.9),
+            ms(&tally.post_latency, 0.99),
+            tally
+                .post_latency
+                .as_ref()
+                .map_or(0.0, |h| h.max() as f64 / 1000.0)
+        ),
+    );
+    line(
+        "placed → confirmed visible p50/p90/p99/max",
+        format!(
+            "{:.1} / {:.1} / {:.1} / {:.1} ms",
+            ms(&tally.visible_latency, 0.5),
+            ms(&tally.visible_latency, 0.9),
+            ms(&tally.visible_latency, 0.99),
+            tally
+                .visible_latency
+                .as_ref()
+                .map_or(0.0, |h| h.max() as f64 / 1000.0)
+        ),
+    );
+    line(
+        "projection lag, max",
+        format!("{:.0} ms", tally.max_lag_seconds * 1000.0),
+    );
+    line("orders still unsettled after the drain", unsettled);
+    if !tally.errors.is_empty() {
+        line("errors", format!("{:?}", tally.errors));
+    }
+    super::write_json(json_path, &figures)?;
+    if let Some(path) = json_path {
+        let svg = path.with_extension("svg");
+        std::fs::write(&svg, chart(&tally.seconds))
+            .with_context(|| format!("writing {}", svg.display()))?;
+        println!("chart written to {}", svg.display());
+    }
+    Ok(())
+}
+
+/// Throughput and latency per second, as an SVG of two panels.
+fn chart(seconds: &[Second]) -> String {
+    let (width, panel, margin) = (900.0, 220.0, 50.0);
+    let n = seconds.len().max(2) as f64;
+    let x = |i: usize| margin + (width - 2.0 * margin) * i as f64 / (n - 1.0);
+    let series = |values: Vec<f64>, top: f64, max: f64| -> String {
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                format!(
+                    "{:.1},{:.1}",
+                    x(i),
+                    top + panel - panel * (v / max.max(1e-9)).min(1.0)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let placed: Vec<f64> = seconds.iter().map(|s| s.placed as f64).collect();
+    let confirmed: Vec<f64> = seconds.iter().map(|s| s.confirmed as f64).collect();
+    let post_p99: Vec<f64> = seconds.iter().map(|s| ms(&s.post, 0.99)).collect();
+    let visible_p99: Vec<f64> = seconds.iter().map(|s| ms(&s.visible, 0.99)).collect();
+    let rate_max = placed.iter().chain(&confirmed).copied().fold(1.0, f64::max) * 1.1;
+    let latency_max = post_p99
+        .iter()
+        .chain(&visible_p99)
+        .copied()
+        .fold(1.0, f64::max)
+        * 1.1;
+    let (top1, top2) = (40.0, 40.0 + panel + 70.0);
+    let height = top2 + panel + 50.0;
+    format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{margin}" y="25" font-size="14">orders per second (blue: accepted, green: confirmed); max {rate_max:.0}/s</text>
+<rect x="{margin}" y="{top1}" width="{w}" height="{panel}" fill="none" stroke="#ccc"/>
+<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="{p1}"/>
+<polyline fill="none" stroke="#2ca02c" stroke-width="1.5" points="{p2}"/>
+<text x="{margin}" y="{t2}" font-size="14">p99 latency per second, ms (orange: POST /orders, red: placed → confirmed visible); max {latency_max:.0} ms</text>
+<rect x="{margin}" y="{top2}" width="{w}" height="{panel}" fill="none" stroke="#ccc"/>
+<polyline fill="none" stroke="#ff7f0e" stroke-width="1.5" points="{p3}"/>
+<polyline fill="none" stroke="#d62728" stroke-width="1.5" points="{p4}"/>
+<text x="{margin}" y="{bottom}">0 s</text><text x="{right}" y="{bottom}" text-anchor="end">{secs} s</text>
+</svg>
+"##,
+        w = width - 2.0 * margin,
+        p1 = series(placed, top1, rate_max),
+        p2 = series(confirmed, top1, rate_max),
+        t2 = top2 - 15.0,
+        p3 = series(post_p99, top2, latency_max),
+        p4 = series(visible_p99, top2, latency_max),
+        bottom = top2 + panel + 20.0,
+        right = width - margin,
+        secs = seconds.len(),
+    )
+}
