@@ -107,11 +107,10 @@ async fn bind(http: &HttpArgs) -> anyhow::Result<tokio::net::TcpListener> {
 
 /// The API role.
 fn api_role(
-    connections: &Connections,
+    state: api::AppState,
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
-    let state = api::AppState::new(connections.pool.clone(), connections.nats.clone());
     async move { Ok(api::serve(listener, state, shutdown).await?) }
 }
 
@@ -169,14 +168,20 @@ async fn projector(global: &GlobalArgs, names: Vec<Projection>) -> anyhow::Resul
 
 /// The saga role, on a pool of its own (its command drivers run many
 /// commands at once and must not starve the API of connections).
+/// With `sharing`, its executor shares that one's cache of recent states
+/// (`ordo up`: the saga then loads the orders the API just placed from memory).
 fn saga_role(
     global: &GlobalArgs,
     saga: &SagaArgs,
     connections: &Connections,
+    sharing: Option<&eventstore::executor::Executor>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static> {
-    let pool = global.database_url.pool(24)?;
-    let executor = eventstore::executor::Executor::new(EventStore::new(pool));
+    let store = EventStore::new(global.database_url.pool(24)?);
+    let executor = match sharing {
+        Some(executor) => executor.sharing_cache(store),
+        None => eventstore::executor::Executor::new(store),
+    };
     let config = sagas::RunnerConfig::new(
         global.stream.clone(),
         global.subject_prefix.clone(),
@@ -195,7 +200,10 @@ async fn saga_only(global: &GlobalArgs, saga: &SagaArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
     let connections = connect(global, "ordo-saga").await?;
     let mut roles = Roles::new(shutdown.clone());
-    roles.spawn("saga", saga_role(global, saga, &connections, shutdown)?);
+    roles.spawn(
+        "saga",
+        saga_role(global, saga, &connections, None, shutdown)?,
+    );
     roles.run_until_stopped().await
 }
 
@@ -213,11 +221,18 @@ async fn up(global: &GlobalArgs, http: &HttpArgs, saga: &SagaArgs) -> anyhow::Re
         &Projection::ALL,
         &shutdown,
     );
+    let state = api::AppState::new(connections.pool.clone(), connections.nats.clone());
     roles.spawn(
         "saga",
-        saga_role(global, saga, &connections, shutdown.clone())?,
+        saga_role(
+            global,
+            saga,
+            &connections,
+            Some(&state.executor),
+            shutdown.clone(),
+        )?,
     );
-    roles.spawn("api", api_role(&connections, listener, shutdown));
+    roles.spawn("api", api_role(state, listener, shutdown));
     roles.run_until_stopped().await
 }
 
@@ -226,7 +241,8 @@ async fn api(global: &GlobalArgs, http: &HttpArgs) -> anyhow::Result<()> {
     let connections = connect(global, "ordo-api").await?;
     let listener = bind(http).await?;
     let mut roles = Roles::new(shutdown.clone());
-    roles.spawn("api", api_role(&connections, listener, shutdown));
+    let state = api::AppState::new(connections.pool.clone(), connections.nats.clone());
+    roles.spawn("api", api_role(state, listener, shutdown));
     roles.run_until_stopped().await
 }
 

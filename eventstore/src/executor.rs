@@ -135,6 +135,17 @@ impl Executor {
         }
     }
 
+    /// An executor on another store (another pool) sharing this one's cache
+    /// of recent states: roles of one process that run commands on the same
+    /// streams (the API places an order, the saga confirms it) then load each
+    /// other's writes without a query for a snapshot.
+    pub fn sharing_cache(&self, store: EventStore) -> Executor {
+        Executor {
+            store,
+            cache: self.cache.clone(),
+        }
+    }
+
     /// The store underneath.
     pub fn store(&self) -> &EventStore {
         &self.store
@@ -217,7 +228,7 @@ impl Executor {
         loop {
             attempt += 1;
             match self
-                .execute_once::<A>(stream_id, command.clone(), ctx)
+                .execute_once::<A>(stream_id, command.clone(), ctx, attempt == 1)
                 .await
             {
                 Err(ExecuteError::Conflict { .. }) if attempt < MAX_ATTEMPTS => {
@@ -230,17 +241,50 @@ impl Executor {
         }
     }
 
+    /// One attempt. With `trust_cache`, a state this process cached is
+    /// decided on without asking the store whether the stream moved since:
+    /// if it did, the append's version check fails and the next attempt
+    /// loads afresh, so nothing is ever written on a stale state. A refusal
+    /// or a no-op from a cached state is never answered as is: the state is
+    /// loaded afresh and the command decided again first.
     async fn execute_once<A: Aggregate>(
         &self,
         stream_id: &str,
         command: A::Command,
         ctx: &CommandContext,
+        trust_cache: bool,
     ) -> Result<Executed<A>, ExecuteError<A::Error>> {
         // No look-up of the command id first: a command already executed is
         // caught by the append (the id is unique) or, when the stream has
         // moved on so that nothing or a refusal follows, checked then.
-        let loaded = self.load::<A>(stream_id).await?;
-        let events = match A::decide(&loaded.state, command) {
+        let cached = if trust_cache {
+            self.cache.get::<A>(stream_id)
+        } else {
+            None
+        };
+        let (loaded, decided) = match cached {
+            Some((version, state, snapshot_version)) => match A::decide(&state, command.clone()) {
+                Ok(events) if !events.is_empty() => (
+                    Loaded {
+                        state,
+                        version,
+                        snapshot_version,
+                    },
+                    Ok(events),
+                ),
+                _ => {
+                    let loaded = self.load::<A>(stream_id).await?;
+                    let decided = A::decide(&loaded.state, command);
+                    (loaded, decided)
+                }
+            },
+            None => {
+                let loaded = self.load::<A>(stream_id).await?;
+                let decided = A::decide(&loaded.state, command);
+                (loaded, decided)
+            }
+        };
+        let events = match decided {
             Ok(events) => events,
             Err(refusal) => {
                 // The same command may have run before (its effect is why it

@@ -587,12 +587,11 @@ async fn append_once(
     client: &deadpool_postgres::Object,
     request: &AppendRequest<'_>,
 ) -> Result<Appended, StoreError> {
+    // No look-up of the command id first (it would cost every append a
+    // round trip): a command id already executed makes the append fail on
+    // `commands_pkey`, or on the stream's version when it moved on, and both
+    // failures look the command up (see `append_error` and below).
     let command_id = request.metadata.command_id.as_deref();
-    if let Some(command_id) = command_id {
-        if let Some(done) = find_command(client, command_id).await? {
-            return Ok(done);
-        }
-    }
     let takes: Vec<&ClaimChange> = request.claims.iter().filter(|c| c.take).collect();
     let releases: Vec<&ClaimChange> = request.claims.iter().filter(|c| !c.take).collect();
     let single = request.events.len() == 1;
@@ -670,11 +669,9 @@ async fn append_once(
         Err(e) => return Err(append_error(client, request, e).await),
     };
     let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
-        // The version check filtered every row: the stream is elsewhere.
-        return Err(StoreError::Conflict {
-            stream_id: request.stream_id.to_owned(),
-            expected: request.expected.to_string(),
-        });
+        // The version check filtered every row: the stream is elsewhere,
+        // perhaps because this very command moved it.
+        return Err(conflict_or_executed(client, request).await);
     };
     Ok(Appended {
         stream_id: request.stream_id.to_owned(),
@@ -701,10 +698,7 @@ async fn append_error(
         .unwrap_or_default()
         .to_owned();
     match constraint.as_str() {
-        "events_stream_version_key" => StoreError::Conflict {
-            stream_id: request.stream_id.to_owned(),
-            expected: request.expected.to_string(),
-        },
+        "events_stream_version_key" => conflict_or_executed(client, request).await,
         "commands_pkey" => {
             // The same command committed concurrently: answer with its result.
             let command_id = request.metadata.command_id.as_deref().unwrap_or_default();
@@ -739,6 +733,25 @@ async fn append_error(
             }
         }
         _ => StoreError::Database(e),
+    }
+}
+
+/// A version conflict, unless the request's command id was executed
+/// already (a retry whose first attempt moved the stream): then its result.
+async fn conflict_or_executed(
+    client: &deadpool_postgres::Object,
+    request: &AppendRequest<'_>,
+) -> StoreError {
+    if let Some(command_id) = request.metadata.command_id.as_deref() {
+        match find_command(client, command_id).await {
+            Ok(Some(done)) => return StoreError::AlreadyExecuted(Box::new(done)),
+            Ok(None) => {}
+            Err(e) => return e,
+        }
+    }
+    StoreError::Conflict {
+        stream_id: request.stream_id.to_owned(),
+        expected: request.expected.to_string(),
     }
 }
 

@@ -329,3 +329,49 @@ async fn a_create_retried_concurrently_under_one_command_id_is_one_success() {
         );
     }
 }
+
+/// Two processes (two executors, each with its own cache of states) working
+/// on one product: a cached state the other process has moved past is never
+/// written on and never answers a refusal of its own.
+#[tokio::test]
+async fn a_state_cached_in_one_process_and_changed_by_another_is_never_decided_on_alone() {
+    let env = TestEnv::new().await;
+    let here = Executor::new(EventStore::new(env.pool.clone()));
+    let there = Executor::new(EventStore::new(env.pool.clone()));
+    let product = create_product(&here, 1).await; // cached here: on hand 1, version 1
+    let reserve = |quantity: u32| ProductCommand::ReserveStock {
+        order_id: OrderId::new(Uuid::new_v4()),
+        quantity: Quantity::new(quantity).expect("qty"),
+    };
+    let restock = ProductCommand::Restock {
+        quantity: Quantity::new(4).expect("qty"),
+    };
+    let ctx = CommandContext::default();
+
+    // The other process restocks: 5 on hand at version 2; the cache here still says 1.
+    there
+        .execute::<Product>(&product, restock.clone(), &ctx)
+        .await
+        .expect("restock there");
+    // Refused by the cached state (1 < 3), accepted by the real one (5).
+    let reserved = here
+        .execute::<Product>(&product, reserve(3), &ctx)
+        .await
+        .expect("a reservation that fits the current stock");
+    assert_eq!(reserved.version, 3);
+
+    // The other process takes the rest; the cache here says 2 are available.
+    there
+        .execute::<Product>(&product, reserve(2), &ctx)
+        .await
+        .expect("reserve there");
+    // Accepted by the cached state, refused by the real one: the append on
+    // the stale version fails, the retry decides on the real state.
+    let refused = here.execute::<Product>(&product, reserve(2), &ctx).await;
+    assert!(
+        matches!(refused, Err(ExecuteError::Rejected(_))),
+        "{refused:?}"
+    );
+    let state = here.load::<Product>(&product).await.expect("load");
+    assert_eq!(state.version, 4);
+}

@@ -538,8 +538,7 @@ impl Engine {
                 event_type: incoming.event_type,
             });
         }
-        futures::future::try_join_all(sagas.values().map(|saga| store::save(&tx, saga, now)))
-            .await?;
+        store::save_all(&tx, sagas.values(), now).await?;
         store::mark_processed(&tx, &handled, &handled_orders).await?;
         store::save_checkpoint(&tx, self.config.stream.as_str(), next).await?;
         tx.commit().await?;
@@ -861,8 +860,7 @@ impl Engine {
             }
             issued_per_request.push(Some(issued));
         }
-        futures::future::try_join_all(sagas.values().map(|saga| store::save(&tx, saga, now)))
-            .await?;
+        store::save_all(&tx, sagas.values(), now).await?;
         tx.commit().await?;
         let mut out = Vec::with_capacity(requests.len());
         for (request, issued) in requests.iter().zip(issued_per_request) {

@@ -213,81 +213,123 @@ pub(crate) async fn save(
     saga: &SagaRow,
     now: DateTime<Utc>,
 ) -> Result<(), SagaError> {
-    if !saga.dirty {
-        return Ok(());
-    }
-    let id = saga.order_id.as_uuid();
-    if saga.corrupt {
-        // Park it without touching the state this build cannot read.
-        let statement = tx
-            .prepare_cached(
-                "update saga.sagas set parked = $2, parked_at = $3, updated_at = $3
-                  where order_id = $1 and parked is null",
-            )
-            .await?;
-        tx.execute(&statement, &[&id, &saga.parked, &now]).await?;
-        return Ok(());
-    }
-    let statement = tx
-        .prepare_cached(
-            "insert into saga.sagas (order_id, state, phase, finished, version, correlation_id,
-                                     origin_event_id, causes, parked, parked_at, created_at, updated_at)
-             values ($1, $2, $3, $4, 1, $5, $6, $7, $8,
-                     case when $8::text is null then null else $9::timestamptz end, $9, $9)
-             on conflict (order_id) do update set
-                 state = excluded.state,
-                 phase = excluded.phase,
-                 finished = excluded.finished,
-                 version = saga.sagas.version + 1,
-                 correlation_id = coalesce(saga.sagas.correlation_id, excluded.correlation_id),
-                 origin_event_id = coalesce(saga.sagas.origin_event_id, excluded.origin_event_id),
-                 causes = excluded.causes,
-                 parked = excluded.parked,
-                 parked_at = case when excluded.parked is null then null
-                                  else coalesce(saga.sagas.parked_at, excluded.parked_at) end,
-                 updated_at = excluded.updated_at",
-        )
-        .await?;
-    tx.execute(
-        &statement,
-        &[
-            &id,
-            &Json(&saga.state),
-            &saga.state.phase.as_str(),
-            &saga.state.is_finished(),
-            &saga.correlation_id,
-            &saga.origin_event_id,
-            &Json(&saga.causes),
-            &saga.parked,
-            &now,
-        ],
-    )
-    .await?;
-    match saga.timer {
-        Some(Some(due_at)) => {
-            let statement = tx
-                .prepare_cached(
-                    "insert into saga.timers (order_id, kind, due_at, set_at) values ($1, $2, $3, $4)
-                     on conflict (order_id, kind) do update
-                       set due_at = excluded.due_at, set_at = excluded.set_at",
-                )
-                .await?;
-            tx.execute(&statement, &[&id, &PAYMENT_TIMER, &due_at, &now])
-                .await?;
-        }
-        Some(None) => delete_timer(tx, saga.order_id).await?,
-        None => {}
-    }
-    Ok(())
+    save_all(tx, std::iter::once(saga), now).await
 }
 
-/// Removes a saga's payment timer.
-async fn delete_timer(tx: &impl GenericClient, order_id: OrderId) -> Result<(), SagaError> {
-    let statement = tx
-        .prepare_cached("delete from saga.timers where order_id = $1 and kind = $2")
+/// Writes every changed saga row and timer change: one statement for the
+/// rows, one for the timers set and one for those cleared, however many
+/// sagas a batch touched.
+pub(crate) async fn save_all<'a>(
+    tx: &impl GenericClient,
+    sagas: impl IntoIterator<Item = &'a SagaRow>,
+    now: DateTime<Utc>,
+) -> Result<(), SagaError> {
+    let mut ids = Vec::new();
+    let mut states = Vec::new();
+    let mut phases = Vec::new();
+    let mut finished = Vec::new();
+    let mut correlations = Vec::new();
+    let mut origins = Vec::new();
+    let mut causes = Vec::new();
+    let mut parked = Vec::new();
+    let (mut timer_ids, mut timer_due) = (Vec::new(), Vec::new());
+    let mut cleared = Vec::new();
+    // In order_id order, like every lock ordo's sagas take: two processes
+    // inserting the same new sagas then wait for each other, never deadlock.
+    let mut sagas: Vec<&SagaRow> = sagas.into_iter().filter(|s| s.dirty).collect();
+    sagas.sort_unstable_by_key(|s| s.order_id.as_uuid());
+    for saga in sagas {
+        if !saga.dirty {
+            continue;
+        }
+        let id = saga.order_id.as_uuid();
+        if saga.corrupt {
+            // Park it without touching the state this build cannot read.
+            let statement = tx
+                .prepare_cached(
+                    "update saga.sagas set parked = $2, parked_at = $3, updated_at = $3
+                      where order_id = $1 and parked is null",
+                )
+                .await?;
+            tx.execute(&statement, &[&id, &saga.parked, &now]).await?;
+            continue;
+        }
+        ids.push(id);
+        states.push(Json(&saga.state));
+        phases.push(saga.state.phase.as_str());
+        finished.push(saga.state.is_finished());
+        correlations.push(saga.correlation_id);
+        origins.push(saga.origin_event_id);
+        causes.push(Json(&saga.causes));
+        parked.push(saga.parked.as_deref());
+        match saga.timer {
+            Some(Some(due_at)) => {
+                timer_ids.push(id);
+                timer_due.push(due_at);
+            }
+            Some(None) => cleared.push(id),
+            None => {}
+        }
+    }
+    if !ids.is_empty() {
+        let statement = tx
+            .prepare_cached(
+                "insert into saga.sagas (order_id, state, phase, finished, version, correlation_id,
+                                         origin_event_id, causes, parked, parked_at, created_at, updated_at)
+                 select r.order_id, r.state, r.phase, r.finished, 1, r.correlation_id,
+                        r.origin_event_id, r.causes, r.parked,
+                        case when r.parked is null then null else $9::timestamptz end, $9, $9
+                   from unnest($1::uuid[], $2::jsonb[], $3::text[], $4::bool[], $5::uuid[],
+                               $6::uuid[], $7::jsonb[], $8::text[])
+                        as r(order_id, state, phase, finished, correlation_id, origin_event_id, causes, parked)
+                 on conflict (order_id) do update set
+                     state = excluded.state,
+                     phase = excluded.phase,
+                     finished = excluded.finished,
+                     version = saga.sagas.version + 1,
+                     correlation_id = coalesce(saga.sagas.correlation_id, excluded.correlation_id),
+                     origin_event_id = coalesce(saga.sagas.origin_event_id, excluded.origin_event_id),
+                     causes = excluded.causes,
+                     parked = excluded.parked,
+                     parked_at = case when excluded.parked is null then null
+                                      else coalesce(saga.sagas.parked_at, excluded.parked_at) end,
+                     updated_at = excluded.updated_at",
+            )
+            .await?;
+        tx.execute(
+            &statement,
+            &[
+                &ids,
+                &states,
+                &phases,
+                &finished,
+                &correlations,
+                &origins,
+                &causes,
+                &parked,
+                &now,
+            ],
+        )
         .await?;
-    tx.execute(&statement, &[&order_id.as_uuid(), &PAYMENT_TIMER])
-        .await?;
+    }
+    if !timer_ids.is_empty() {
+        let statement = tx
+            .prepare_cached(
+                "insert into saga.timers (order_id, kind, due_at, set_at)
+                 select t.order_id, $2, t.due_at, $3 from unnest($1::uuid[], $4::timestamptz[]) as t(order_id, due_at)
+                 on conflict (order_id, kind) do update
+                   set due_at = excluded.due_at, set_at = excluded.set_at",
+            )
+            .await?;
+        tx.execute(&statement, &[&timer_ids, &PAYMENT_TIMER, &now, &timer_due])
+            .await?;
+    }
+    if !cleared.is_empty() {
+        let statement = tx
+            .prepare_cached("delete from saga.timers where order_id = any($1) and kind = $2")
+            .await?;
+        tx.execute(&statement, &[&cleared, &PAYMENT_TIMER]).await?;
+    }
     Ok(())
 }
 
