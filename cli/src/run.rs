@@ -106,12 +106,12 @@ async fn bind(http: &HttpArgs) -> anyhow::Result<tokio::net::TcpListener> {
 }
 
 /// The API role.
-fn api_role(
+async fn api_role(
     state: api::AppState,
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
-) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
-    async move { Ok(api::serve(listener, state, shutdown).await?) }
+) -> anyhow::Result<()> {
+    Ok(api::serve(listener, state, shutdown).await?)
 }
 
 /// The relay role.
