@@ -155,6 +155,7 @@ fn bad_arguments_are_refused_before_anything_starts() {
         (&["--kills", "many"][..], "--kills"),
         (&["--duration", "5s"][..], "at least 15s"),
         (&["--frobnicate"][..], "unknown argument"),
+        (&["--nats-stop", "gently"][..], "--nats-stop"),
     ] {
         let output = chaos(dir.path(), args);
         let stderr = String::from_utf8_lossy(&output.stderr);
