@@ -247,6 +247,15 @@ pub enum BenchScenario {
         /// Write the figures as JSON to this file.
         #[arg(long)]
         json: Option<std::path::PathBuf>,
+        /// How long to wait, after placing stops, for the last orders to be
+        /// confirmed or rejected (`0s`: not at all).
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        drain: Duration,
+        /// Append one JSON line per acknowledged (2xx) command to this file:
+        /// kind, stream id, version and position token of the answer
+        /// (used by scripts/chaos to prove no acknowledged write was lost).
+        #[arg(long)]
+        acked: Option<std::path::PathBuf>,
     },
 }
 
@@ -261,6 +270,11 @@ fn parse_log_filter(s: &str) -> Result<String, String> {
     tracing_subscriber::EnvFilter::try_new(s)
         .map(|_| s.to_owned())
         .map_err(|e| e.to_string())
+}
+
+/// A humantime duration, zero allowed.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 0s, 2s, 15m)"))
 }
 
 /// A humantime duration greater than zero.
@@ -302,6 +316,13 @@ mod tests {
         );
         assert!(parse_positive_duration("0s").is_err());
         assert!(parse_positive_duration("soon").is_err());
+    }
+
+    #[test]
+    fn a_drain_may_be_zero() {
+        assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert!(parse_duration("a while").is_err());
     }
 
     #[test]

@@ -276,6 +276,8 @@ async fn bench(global: &GlobalArgs, scenario: BenchScenario) -> anyhow::Result<(
             url,
             http,
             json,
+            drain,
+            acked,
         } => {
             let url = url.unwrap_or_else(|| format!("http://{}", http.http_addr));
             let settings = crate::bench::place_orders::Settings {
@@ -284,6 +286,8 @@ async fn bench(global: &GlobalArgs, scenario: BenchScenario) -> anyhow::Result<(
                 users,
                 products,
                 url,
+                drain,
+                acked,
             };
             crate::bench::place_orders::run(settings, json.as_deref()).await
         }

@@ -458,3 +458,55 @@ fn shared_mode_starts_nothing_and_says_what_does_not_answer() {
     let left = processes_mentioning(&stack.state().to_string_lossy());
     assert!(left.is_empty(), "processes started: {left:?}");
 }
+
+#[test]
+fn restart_brings_a_private_server_back_on_the_same_port_and_data() {
+    let stack = Stack::new();
+    let script = r#"
+ordo_stack_up
+psql -X -q "${DATABASE_URL%/ordo}/postgres" -c 'create table if not exists survives_restart (x int)'
+printf 'PG_PID_BEFORE=%s\n' "$(awk -F= '$1 == "PG_PID" {print $2}' "$ORDO_STATE_DIR/stack.env")"
+printf 'NATS_PID_BEFORE=%s\n' "$(awk -F= '$1 == "NATS_PID" {print $2}' "$ORDO_STATE_DIR/stack.env")"
+ordo_stack_restart pg immediate
+ordo_stack_restart nats term
+if ordo_stack_restart pg sideways 2>/dev/null; then echo BAD_MODE_ACCEPTED=yes; fi
+printf 'PG_PID_AFTER=%s\n' "$(awk -F= '$1 == "PG_PID" {print $2}' "$ORDO_STATE_DIR/stack.env")"
+printf 'NATS_PID_AFTER=%s\n' "$(awk -F= '$1 == "NATS_PID" {print $2}' "$ORDO_STATE_DIR/stack.env")"
+printf 'TABLE=%s\n' "$(psql -X -At "${DATABASE_URL%/ordo}/postgres" -c "select count(*) from pg_tables where tablename = 'survives_restart'")"
+printf 'DATABASE_URL=%s\nNATS_URL=%s\n' "$DATABASE_URL" "$NATS_URL"
+"#;
+    let output = helper(&stack.state(), script, &[("ORDO_STACK", "private")]);
+    let (vars, stderr) = check(&output, "ordo_stack_up + ordo_stack_restart");
+    let var = |k: &str| vars.get(k).cloned().unwrap_or_default();
+    assert!(
+        stderr.contains("restarted private PostgreSQL")
+            && stderr.contains("restarted private NATS"),
+        "{stderr}"
+    );
+    assert!(!vars.contains_key("BAD_MODE_ACCEPTED"), "{stderr}");
+    assert_ne!(
+        var("PG_PID_BEFORE"),
+        var("PG_PID_AFTER"),
+        "a new postmaster"
+    );
+    assert_ne!(
+        var("NATS_PID_BEFORE"),
+        var("NATS_PID_AFTER"),
+        "a new nats-server"
+    );
+    assert_eq!(var("TABLE"), "1", "the data survived the restart");
+    // Same URLs, and the servers answer there.
+    let record = stack.record();
+    assert_eq!(
+        port_of(&var("DATABASE_URL")),
+        record["PG_PORT"].parse::<u16>().expect("PG_PORT")
+    );
+    assert_eq!(
+        port_of(&var("NATS_URL")),
+        record["NATS_PORT"].parse::<u16>().expect("NATS_PORT")
+    );
+    assert!(postgres_answers(&var("DATABASE_URL")));
+    assert!(has_jetstream("127.0.0.1", port_of(&var("NATS_URL"))));
+    assert!(!pid_alive(&var("PG_PID_BEFORE")) && !pid_alive(&var("NATS_PID_BEFORE")));
+    stack.down();
+}

@@ -15,6 +15,12 @@
 #                        whoever owns it. Never touches anything it did not start.
 #   ordo_stack_purge     ordo_stack_down, then delete the private data directories.
 #   ordo_stack_status    Print what is recorded and whether it still runs.
+#   ordo_stack_restart pg|nats [HOW]
+#                        Stop a private server this shell owns and start it again on the
+#                        same port and data (clients keep their URL and reconnect). HOW:
+#                        for pg `fast` (default) or `immediate` (no shutdown checkpoint:
+#                        crash recovery on start); for nats `term` (default) or `kill`.
+#                        Used by scripts/chaos.
 #
 # Or run it: scripts/lib/stack.sh start|stop|purge|status|env   (`start` leaves the
 # servers running, unowned, until `stop`; `env` prints export lines for eval).
@@ -520,14 +526,14 @@ _ordo_pg_clear_stale_pidfile() { # DATA RUN
 	return 0
 }
 
-_ordo_pg_stop_data() { # USER BINDIR DATA
-	_ordo_as "$1" "$2/pg_ctl" stop -D "$3" -m fast -w -t 60 </dev/null >/dev/null 2>&1
+_ordo_pg_stop_data() { # USER BINDIR DATA [MODE: fast|immediate]
+	_ordo_as "$1" "$2/pg_ctl" stop -D "$3" -m "${4:-fast}" -w -t 60 </dev/null >/dev/null 2>&1
 }
 
-_ordo_pg_stop() {
+_ordo_pg_stop() { # [MODE: fast|immediate]
 	local pid=${_ordo_rec[PG_PID]:-} start=${_ordo_rec[PG_START]:-} data=${_ordo_rec[PG_DATA]:-}
 	if [[ -n $pid && -n $data ]] && _ordo_pid_is "$pid" "$start" "$data"; then
-		_ordo_pg_stop_data "${_ordo_rec[PG_USER]}" "${_ordo_rec[PG_BINDIR]}" "$data" || true
+		_ordo_pg_stop_data "${_ordo_rec[PG_USER]}" "${_ordo_rec[PG_BINDIR]}" "$data" "${1:-fast}" || true
 		if ! _ordo_wait_gone "$pid" 10 && _ordo_pid_is "$pid" "$start" "$data"; then
 			kill -QUIT "$pid" 2>/dev/null || true # immediate shutdown: the postmaster takes its children down
 			if ! _ordo_wait_gone "$pid" 10 && _ordo_pid_is "$pid" "$start" "$data"; then
@@ -659,10 +665,10 @@ _ordo_nats_start() {
 	return 1
 }
 
-_ordo_nats_stop() {
+_ordo_nats_stop() { # [SIGNAL: TERM|KILL]
 	local pid=${_ordo_rec[NATS_PID]:-} start=${_ordo_rec[NATS_START]:-} store=${_ordo_rec[NATS_STORE]:-}
 	if [[ -n $pid && -n $store ]] && _ordo_pid_is "$pid" "$start" "$store"; then
-		kill -TERM "$pid" 2>/dev/null || true
+		kill -"${1:-TERM}" "$pid" 2>/dev/null || true
 		if ! _ordo_wait_gone "$pid" 15 && _ordo_pid_is "$pid" "$start" "$store"; then
 			kill -KILL "$pid" 2>/dev/null || true
 			_ordo_wait_gone "$pid" 5 || true
@@ -882,6 +888,67 @@ ordo_stack_purge() {
 	rm -f "${base:?}/stack.lock"
 	rmdir "$base" 2>/dev/null || true
 	return 0
+}
+
+# Restart a private server this shell owns on the same port and data directory.
+ordo_stack_restart() { # pg|nats [HOW]
+	local which=${1:-} how=${2:-} self port rc=0 started
+	case $which:$how in
+	pg: | pg:fast | pg:immediate | nats: | nats:term | nats:kill) ;;
+	*)
+		_ordo_err "usage: ordo_stack_restart pg [fast|immediate] | nats [term|kill]"
+		return 2
+		;;
+	esac
+	_ordo_state=${_ordo_up_state:-$(_ordo_state_dir)}
+	_ordo_lock || return 1
+	_ordo_env_load
+	self=$(_ordo_self_id)
+	started=$SECONDS
+	if [[ $which == pg ]]; then
+		if [[ ${_ordo_rec[PG_OWNER]:-} != "$self" ]] || ! _ordo_pg_recorded_alive; then
+			_ordo_err "no running private PostgreSQL owned by this shell to restart"
+			_ordo_unlock
+			return 1
+		fi
+		port=${_ordo_rec[PG_PORT]}
+		_ordo_pg_stop "${how:-fast}" || rc=1
+		if ((rc == 0)) && _ordo_pg_start "$port"; then
+			_ordo_rec[PG_OWNER]=$self
+			_ordo_rec[DATABASE_URL]="postgres://postgres@127.0.0.1:${_ordo_rec[PG_PORT]}/ordo"
+			if [[ ${_ordo_rec[PG_PORT]} != "$port" ]]; then
+				_ordo_err "PostgreSQL came back on port ${_ordo_rec[PG_PORT]}, not $port (taken meanwhile?)"
+				rc=1
+			fi
+		else
+			rc=1
+		fi
+	else
+		if [[ ${_ordo_rec[NATS_OWNER]:-} != "$self" ]] || ! _ordo_nats_recorded_alive; then
+			_ordo_err "no running private NATS owned by this shell to restart"
+			_ordo_unlock
+			return 1
+		fi
+		port=${_ordo_rec[NATS_PORT]}
+		how=${how:-term}
+		_ordo_nats_stop "${how^^}" || rc=1
+		if ((rc == 0)) && _ordo_nats_start "$port"; then
+			_ordo_rec[NATS_OWNER]=$self
+			_ordo_rec[NATS_URL]="nats://127.0.0.1:${_ordo_rec[NATS_PORT]}"
+			if [[ ${_ordo_rec[NATS_PORT]} != "$port" ]]; then
+				_ordo_err "NATS came back on port ${_ordo_rec[NATS_PORT]}, not $port (taken meanwhile?)"
+				rc=1
+			fi
+		else
+			rc=1
+		fi
+	fi
+	_ordo_env_save || rc=1
+	_ordo_unlock
+	if ((rc == 0)); then
+		_ordo_say "restarted private $([[ $which == pg ]] && echo PostgreSQL || echo NATS) on 127.0.0.1:$port (${how:-fast} stop; down $((SECONDS - started)) s)"
+	fi
+	return "$rc"
 }
 
 ordo_stack_status() {

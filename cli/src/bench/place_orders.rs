@@ -8,6 +8,14 @@
 //! some cancelled, as real customers would. A poller watches
 //! `GET /projections`: an order counts as "confirmed, visible" when the
 //! orders read model has applied its confirmation. Only HTTP is used.
+//!
+//! It keeps going when the API goes away or answers 5xx (killed, restarting,
+//! waiting for PostgreSQL or NATS): such answers are counted as errors by
+//! kind, and the client backs off a little and carries on. Seeding retries
+//! each create with the same client-chosen id, which the API treats as a
+//! retry. With `--acked FILE`, every 2xx command answer is appended to FILE
+//! as one JSON line, so `scripts/chaos` can prove that nothing acknowledged
+//! was lost.
 
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,14 +44,86 @@ pub struct Settings {
     pub products: usize,
     /// Base URL of the API.
     pub url: String,
+    /// How long to wait for the last orders to settle after placing stops.
+    pub drain: Duration,
+    /// Where to append the acknowledged commands, if anywhere.
+    pub acked: Option<std::path::PathBuf>,
 }
 
 /// Units a scarce product starts with.
 const SCARCE_STOCK: u32 = 200;
 /// Units a plentiful product starts with (the domain's maximum).
 const PLENTY: u32 = 1_000_000;
-/// How long to wait for the last orders to settle after placing stops.
-const DRAIN: Duration = Duration::from_secs(30);
+/// How long a client waits after the API did not answer or answered 5xx
+/// (down, restarting, or waiting for PostgreSQL or NATS): long enough not to
+/// spin on a refused connection, short enough to notice it is back.
+const BACKOFF: Duration = Duration::from_millis(200);
+/// How long seeding keeps retrying one create before it gives up.
+const SEED_PATIENCE: Duration = Duration::from_secs(120);
+
+/// The file of `--acked`: one JSON line per acknowledged (2xx) command.
+///
+/// Each line is written with a single `write` on a file opened for appending,
+/// without buffering, so a line is complete and on its way to disk as soon as
+/// the answer arrived, whatever happens to this process afterwards.
+struct AckLog {
+    path: std::path::PathBuf,
+    file: Mutex<std::fs::File>,
+    /// The first write that failed: the run then fails, as its record of
+    /// acknowledged commands is incomplete.
+    failed: Mutex<Option<String>>,
+}
+
+impl AckLog {
+    fn create(path: &std::path::Path) -> anyhow::Result<AckLog> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open {} for --acked", path.display()))?;
+        Ok(AckLog {
+            path: path.to_owned(),
+            file: Mutex::new(file),
+            failed: Mutex::new(None),
+        })
+    }
+
+    /// Records a command answer `{"id","version","position"}` of a stream
+    /// of type `stream_type` (`user`, `product`, `order`).
+    fn record(&self, kind: &str, stream_type: &str, status: u16, answer: &Value) {
+        use std::io::Write as _;
+        let line = ack_line(kind, stream_type, status, answer);
+        let written = lock(&self.file).write_all(line.as_bytes());
+        if let Err(e) = written {
+            lock(&self.failed).get_or_insert_with(|| format!("{e}"));
+        }
+    }
+
+    fn finish(&self) -> anyhow::Result<()> {
+        if let Some(e) = lock(&self.failed).take() {
+            anyhow::bail!(
+                "writing acknowledged commands to {} failed: {e}; the file is incomplete",
+                self.path.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// One line of the `--acked` file, newline included.
+fn ack_line(kind: &str, stream_type: &str, status: u16, answer: &Value) -> String {
+    let id = answer["id"].as_str().unwrap_or_default();
+    let mut line = json!({
+        "kind": kind,
+        "status": status,
+        "stream_id": format!("{stream_type}-{id}"),
+        "version": answer["version"],
+        "position": answer["position"],
+    })
+    .to_string();
+    line.push('\n');
+    line
+}
 
 #[derive(Debug)]
 struct Placed {
@@ -96,6 +176,7 @@ struct Shared {
     scarce: Vec<Uuid>,
     started: Instant,
     placing: AtomicBool,
+    acks: Option<Arc<AckLog>>,
     placed: Mutex<HashMap<Uuid, Placed>>,
     /// Confirmations not yet visible in the read model: (position, order).
     waiting: Mutex<BinaryHeap<std::cmp::Reverse<(Position, Uuid)>>>,
@@ -116,6 +197,10 @@ pub async fn run(settings: Settings, json_path: Option<&std::path::Path>) -> any
         settings.concurrency > 0 && settings.users > 0 && settings.products > 0,
         "concurrency, users and products must be at least 1"
     );
+    let acks = match &settings.acked {
+        Some(path) => Some(Arc::new(AckLog::create(path)?)),
+        None => None,
+    };
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(settings.concurrency + 8)
         .timeout(Duration::from_secs(30))
@@ -133,16 +218,24 @@ pub async fn run(settings: Settings, json_path: Option<&std::path::Path>) -> any
         "seeding {} users and {} products ...",
         settings.users, settings.products
     );
-    let users = seed(&http, &base, settings.users, settings.concurrency, |i| {
-        json!({ "email": format!("bench-{}-{i}@example.com", Uuid::new_v4().simple()), "name": format!("Bench user {i}") })
-    }, "/users")
-    .await?;
+    let seeder = Seeder {
+        http: &http,
+        base: &base,
+        concurrency: settings.concurrency,
+        acks: acks.as_deref(),
+    };
+    let users = seeder
+        .seed(settings.users, "user", |i| {
+            json!({ "email": format!("bench-{}-{i}@example.com", Uuid::new_v4().simple()), "name": format!("Bench user {i}") })
+        })
+        .await?;
     let scarce_count = (settings.products / 10).max(1);
-    let products = seed(&http, &base, settings.products, settings.concurrency, |i| {
-        let stock = if i < scarce_count { SCARCE_STOCK } else { PLENTY };
-        json!({ "sku": format!("B{}-{i}", &Uuid::new_v4().simple().to_string()[..10]), "name": "Bench product", "price": "10.00", "stock": stock })
-    }, "/products")
-    .await?;
+    let products = seeder
+        .seed(settings.products, "product", |i| {
+            let stock = if i < scarce_count { SCARCE_STOCK } else { PLENTY };
+            json!({ "sku": format!("B{}-{i}", &Uuid::new_v4().simple().to_string()[..10]), "name": "Bench product", "price": "10.00", "stock": stock })
+        })
+        .await?;
     let (scarce, plentiful) = products.split_at(scarce_count.min(products.len()));
     let cursor = current_log_position(&http, &base).await?;
 
@@ -158,6 +251,7 @@ pub async fn run(settings: Settings, json_path: Option<&std::path::Path>) -> any
         scarce: scarce.to_vec(),
         started: Instant::now(),
         placing: AtomicBool::new(true),
+        acks: acks.clone(),
         placed: Mutex::new(HashMap::new()),
         waiting: Mutex::new(BinaryHeap::new()),
         confirmed_placed_at: Mutex::new(HashMap::new()),
@@ -184,7 +278,7 @@ pub async fn run(settings: Settings, json_path: Option<&std::path::Path>) -> any
     shared.placing.store(false, Ordering::SeqCst);
     let placing_took = shared.started.elapsed();
     // Let the orders placed last settle.
-    let drain_deadline = Instant::now() + DRAIN;
+    let drain_deadline = Instant::now() + settings.drain;
     while Instant::now() < drain_deadline {
         let outstanding = lock(&shared.placed).len() + lock(&shared.waiting).len();
         if outstanding == 0 {
@@ -198,52 +292,108 @@ pub async fn run(settings: Settings, json_path: Option<&std::path::Path>) -> any
     let unsettled = lock(&shared.placed).len();
 
     let tally = std::mem::take(&mut *lock(&shared.tally));
-    report(&settings, &tally, placing_took, unsettled, json_path)
+    report(&settings, &tally, placing_took, unsettled, json_path)?;
+    if let Some(acks) = &acks {
+        acks.finish()?;
+    }
+    Ok(())
 }
 
-/// Creates `count` resources through `POST path`; returns their ids.
-async fn seed(
-    http: &reqwest::Client,
-    base: &str,
-    count: usize,
+/// Creates the users and products the orders need.
+struct Seeder<'a> {
+    http: &'a reqwest::Client,
+    base: &'a str,
     concurrency: usize,
-    body: impl Fn(usize) -> Value,
-    path: &str,
-) -> anyhow::Result<Vec<Uuid>> {
-    use futures::StreamExt as _;
-    let bodies: Vec<Value> = (0..count).map(body).collect();
-    let results: Vec<anyhow::Result<Uuid>> = futures::stream::iter(bodies)
-        .map(|body| async move {
-            let response = http
-                .post(format!("{base}{path}"))
+    acks: Option<&'a AckLog>,
+}
+
+impl Seeder<'_> {
+    /// Creates `count` resources of `stream_type` (`user`, `product`) through
+    /// `POST /<stream_type>s`; returns their ids.
+    async fn seed(
+        &self,
+        count: usize,
+        stream_type: &str,
+        body: impl Fn(usize) -> Value,
+    ) -> anyhow::Result<Vec<Uuid>> {
+        use futures::StreamExt as _;
+        let bodies: Vec<Value> = (0..count).map(body).collect();
+        let results: Vec<anyhow::Result<Uuid>> = futures::stream::iter(bodies)
+            .map(|body| self.create(stream_type, body))
+            .buffered(self.concurrency.max(1))
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
+    /// One create, under a client-chosen id so that repeating it after a
+    /// lost answer or a 5xx is a retry, not a second resource.
+    async fn create(&self, stream_type: &str, mut body: Value) -> anyhow::Result<Uuid> {
+        let id = Uuid::new_v4();
+        body["id"] = json!(id);
+        let path = format!("/{stream_type}s");
+        let deadline = Instant::now() + SEED_PATIENCE;
+        loop {
+            let outcome = self
+                .http
+                .post(format!("{}{path}", self.base))
                 .json(&body)
                 .send()
-                .await?;
-            let status = response.status();
-            let answer: Value = response.json().await?;
-            anyhow::ensure!(
-                status.is_success(),
-                "seeding {path} answered {status}: {answer}"
-            );
-            Ok(answer["id"].as_str().context("no id")?.parse()?)
-        })
-        .buffered(concurrency.max(1))
-        .collect()
-        .await;
-    results.into_iter().collect()
+                .await;
+            let why = match outcome {
+                Ok(response) => {
+                    let status = response.status();
+                    match response.json::<Value>().await {
+                        Ok(answer) if status.is_success() => {
+                            if let Some(acks) = self.acks {
+                                acks.record(
+                                    &format!("{stream_type}.create"),
+                                    stream_type,
+                                    status.as_u16(),
+                                    &answer,
+                                );
+                            }
+                            return Ok(id);
+                        }
+                        Ok(answer) if !status.is_server_error() => {
+                            anyhow::bail!("seeding {path} answered {status}: {answer}")
+                        }
+                        Ok(answer) => format!("{status}: {answer}"),
+                        Err(e) => format!("{status}, and reading the answer failed: {e}"),
+                    }
+                }
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() > deadline {
+                anyhow::bail!("seeding {path} failed for {SEED_PATIENCE:?}; last: {why}");
+            }
+            tokio::time::sleep(BACKOFF).await;
+        }
+    }
 }
 
 async fn current_log_position(http: &reqwest::Client, base: &str) -> anyhow::Result<String> {
     // Page to the end of the log: the tailer starts after it.
     let mut after = String::from("0.0");
+    let deadline = Instant::now() + SEED_PATIENCE;
     loop {
-        let page: Value = http
+        let page: Value = match http
             .get(format!("{base}/events?after={after}&limit=1000"))
             .send()
-            .await?
-            .json()
-            .await?;
-        let next = page["next"].as_str().context("no next token")?.to_owned();
+            .await
+        {
+            Ok(response) => response.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        };
+        let Some(next) = page["next"].as_str().map(str::to_owned) else {
+            // Not an answer from a healthy API (down or 5xx): try again.
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "GET {base}/events kept failing for {SEED_PATIENCE:?}; last answer: {page}"
+            );
+            tokio::time::sleep(BACKOFF).await;
+            continue;
+        };
         let empty = page["events"].as_array().is_none_or(Vec::is_empty);
         after = next;
         if empty {
@@ -282,16 +432,21 @@ async fn client(shared: Arc<Shared>, duration: Duration, seed: u64) {
             .send()
             .await;
         let elapsed = started.elapsed();
-        let mut tally = lock(&shared.tally);
         match outcome {
             Ok(response) if response.status().as_u16() == 202 => {
-                drop(tally);
+                // No complete answer (the API died while sending it): not
+                // acknowledged.
                 let Ok(answer) = response.json::<Value>().await else {
+                    lock(&shared.tally).error("202 without a readable answer".into());
                     continue;
                 };
                 let Some(id) = answer["id"].as_str().and_then(|s| s.parse::<Uuid>().ok()) else {
+                    lock(&shared.tally).error("202 without an order id".into());
                     continue;
                 };
+                if let Some(acks) = &shared.acks {
+                    acks.record("order.place", "order", 202, &answer);
+                }
                 let units = lines.iter().map(|(_, q)| q).sum();
                 lock(&shared.placed).insert(id, Placed { at: started, units });
                 let mut tally = lock(&shared.tally);
@@ -306,21 +461,31 @@ async fn client(shared: Arc<Shared>, duration: Duration, seed: u64) {
             }
             Ok(response) => {
                 let status = response.status().as_u16();
-                drop(tally);
                 let code = response
                     .json::<Value>()
                     .await
                     .ok()
                     .and_then(|v| v["code"].as_str().map(str::to_owned));
                 lock(&shared.tally).error(format!("{status} {}", code.unwrap_or_default()));
+                if status >= 500 {
+                    tokio::time::sleep(jitter(&mut rng, BACKOFF)).await;
+                }
             }
-            Err(e) => tally.error(if e.is_timeout() {
-                "timeout".into()
-            } else {
-                "connection".into()
-            }),
+            Err(e) => {
+                lock(&shared.tally).error(if e.is_timeout() {
+                    "timeout".into()
+                } else {
+                    "connection".into()
+                });
+                tokio::time::sleep(jitter(&mut rng, BACKOFF)).await;
+            }
         }
     }
+}
+
+/// `base` plus up to half of it again, so that clients do not retry in step.
+fn jitter(rng: &mut StdRng, base: Duration) -> Duration {
+    base + base.mul_f64(rng.random::<f64>() / 2.0)
 }
 
 /// Follows the order events of the log: confirmations and rejections.
@@ -385,13 +550,24 @@ async fn tail(shared: Arc<Shared>, mut after: String, stop: Arc<AtomicBool>) -> 
                     } else {
                         (format!("/orders/{id}/cancel"), json!({ "reason": "bench" }))
                     };
-                    let ok = shared
+                    let answer = match shared
                         .http
                         .post(format!("{}{path}", shared.base))
                         .json(&body)
                         .send()
                         .await
-                        .is_ok_and(|r| r.status().is_success());
+                    {
+                        Ok(r) if r.status().is_success() => {
+                            let status = r.status().as_u16();
+                            r.json::<Value>().await.ok().map(|answer| (status, answer))
+                        }
+                        _ => None,
+                    };
+                    let ok = answer.is_some();
+                    if let (Some(acks), Some((status, answer))) = (&shared.acks, &answer) {
+                        let kind = if pay { "order.pay" } else { "order.cancel" };
+                        acks.record(kind, "order", *status, answer);
+                    }
                     let mut tally = lock(&shared.tally);
                     match (ok, pay) {
                         (true, true) => tally.paid += 1,
@@ -424,6 +600,11 @@ async fn watch_projection(shared: Arc<Shared>, stop: Arc<AtomicBool>) -> anyhow:
             Ok(response) => response.json().await.unwrap_or(Value::Null),
             Err(_) => Value::Null,
         };
+        if list.is_null() {
+            // The API is away: do not spin.
+            tokio::time::sleep(BACKOFF).await;
+            continue;
+        }
         let orders = list
             .as_array()
             .and_then(|l| l.iter().find(|p| p["name"] == "orders"));
@@ -622,4 +803,59 @@ fn chart(seconds: &[Second]) -> String {
         right = width - margin,
         secs = seconds.len(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn an_acknowledged_command_is_one_json_line_naming_its_stream_version_and_position() {
+        let id = Uuid::new_v4();
+        let answer = json!({ "id": id, "version": 3, "position": "812.4051", "status": "pending" });
+        let line = ack_line("order.pay", "order", 200, &answer);
+        assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
+        let parsed: Value = serde_json::from_str(line.trim_end()).unwrap();
+        assert_eq!(
+            parsed,
+            json!({
+                "kind": "order.pay",
+                "status": 200,
+                "stream_id": format!("order-{id}"),
+                "version": 3,
+                "position": "812.4051",
+            })
+        );
+    }
+
+    #[test]
+    fn the_ack_log_appends_complete_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("acked.jsonl");
+        std::fs::write(&path, "{\"kind\":\"earlier\"}\n").unwrap();
+        let log = AckLog::create(&path).unwrap();
+        for version in 1..=3 {
+            let answer = json!({ "id": Uuid::new_v4(), "version": version, "position": "1.1" });
+            log.record("user.create", "user", 201, &answer);
+        }
+        log.finish().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 4, "appended after what was there: {text}");
+        assert_eq!(lines[3]["version"], 3);
+        assert!(lines[3]["stream_id"].as_str().unwrap().starts_with("user-"));
+    }
+
+    #[test]
+    fn jitter_stays_between_the_base_and_half_again() {
+        let mut rng = StdRng::seed_from_u64(1);
+        for _ in 0..100 {
+            let d = jitter(&mut rng, BACKOFF);
+            assert!(d >= BACKOFF && d <= BACKOFF.mul_f64(1.5));
+        }
+    }
 }
