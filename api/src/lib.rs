@@ -6,14 +6,17 @@
 //! - [`health`]: `/health`, `/ready`, `/metrics`, `/projections`.
 //! - [`commands`]: idempotency keys, event metadata, executing, answering.
 //! - [`reads`]: `min_position` (read your own writes).
-//! - [`extract`], [`input`]: reading requests strictly and amounts exactly.
+//! - [`extract`], [`input`]: reading requests strictly and amounts exactly,
+//!   and the schemas that state exactly what they accept.
 //! - [`error`]: problem+json answers; [`metrics`]: Prometheus.
+//! - [`doc`]: schemas of the answers, for the OpenAPI document.
 //! - [`state`]: what handlers share.
 //!
 //! [`app`] builds the whole router, so tests can drive it without a socket;
 //! [`serve`] runs it until shutdown, letting requests in flight finish.
 
 pub mod commands;
+pub mod doc;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -50,6 +53,15 @@ use crate::error::ApiError;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "ordo", description = "An event-sourced order system: users, products, orders, their event log."),
+    components(schemas(error::Problem, error::ProblemCode), responses(
+        error::responses::BadRequest,
+        error::responses::NotFound,
+        error::responses::Conflict,
+        error::responses::PayloadTooLarge,
+        error::responses::UnsupportedMediaType,
+        error::responses::Validation,
+        error::responses::Unavailable
+    )),
     tags(
         (name = "users"), (name = "products"), (name = "orders"),
         (name = "events", description = "The event log"),
@@ -106,11 +118,9 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())
 }
 
-async fn method_not_allowed() -> impl IntoResponse {
-    let mut response =
-        ApiError::BadRequest("this route does not take that method".into()).into_response();
-    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-    response
+async fn method_not_allowed() -> ApiError {
+    // axum adds the `Allow` header.
+    ApiError::MethodNotAllowed("this route does not take that method".into())
 }
 
 /// An interactive page over `/openapi.json` (Scalar, loaded by the browser).
@@ -146,4 +156,32 @@ pub async fn serve(
     axum::serve(listener, app(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    /// Position-token parameters repeat the pattern as a literal (utoipa's
+    /// attributes take no constants): they must say what `reads` parses.
+    #[test]
+    fn every_token_parameter_carries_the_position_pattern() {
+        let spec = serde_json::to_value(super::openapi()).unwrap();
+        let mut seen = 0;
+        for item in spec["paths"].as_object().unwrap().values() {
+            for operation in item.as_object().unwrap().values() {
+                for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                    if ["min_position", "after"].contains(&parameter["name"].as_str().unwrap()) {
+                        assert_eq!(
+                            parameter["schema"]["pattern"],
+                            crate::reads::POSITION_PATTERN,
+                            "{parameter}"
+                        );
+                        seen += 1;
+                    }
+                }
+            }
+        }
+        assert!(seen >= 7, "{seen}");
+    }
 }
