@@ -87,16 +87,48 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     routes().1
 }
 
+/// The OpenAPI document as served at `/openapi.json`.
+///
+/// utoipa 5 writes the fields of a Link object in snake case
+/// (`operation_id`); OpenAPI spells them in camel case (`operationId`), and
+/// tools ignore or reject links without it. They are renamed here.
+pub fn document(api: &utoipa::openapi::OpenApi) -> serde_json::Value {
+    let mut document = serde_json::to_value(api).unwrap_or_default();
+    if let Some(paths) = document.get_mut("paths").and_then(|p| p.as_object_mut()) {
+        let links = paths
+            .values_mut()
+            .filter_map(|item| item.as_object_mut())
+            .flat_map(|item| item.values_mut())
+            .filter_map(|operation| operation.get_mut("responses")?.as_object_mut())
+            .flat_map(|responses| responses.values_mut())
+            .filter_map(|response| response.get_mut("links")?.as_object_mut())
+            .flat_map(|links| links.values_mut())
+            .filter_map(|link| link.as_object_mut());
+        for link in links {
+            for (from, to) in [
+                ("operation_id", "operationId"),
+                ("operation_ref", "operationRef"),
+                ("request_body", "requestBody"),
+            ] {
+                if let Some(value) = link.remove(from) {
+                    link.insert(to.to_owned(), value);
+                }
+            }
+        }
+    }
+    document
+}
+
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole API with its middleware.
 pub fn app(state: AppState) -> Router {
     let (router, api) = routes();
-    let api = std::sync::Arc::new(api);
+    let document = std::sync::Arc::new(document(&api));
     router
         .route(
             "/openapi.json",
-            get(move || async move { Json((*api).clone()) }),
+            get(move || async move { Json((*document).clone()) }),
         )
         .route("/docs", get(docs))
         .route_layer(axum::middleware::from_fn(crate::metrics::track))
@@ -166,7 +198,7 @@ mod tests {
     /// attributes take no constants): they must say what `reads` parses.
     #[test]
     fn every_token_parameter_carries_the_position_pattern() {
-        let spec = serde_json::to_value(super::openapi()).unwrap();
+        let spec = super::document(&super::openapi());
         let mut seen = 0;
         for item in spec["paths"].as_object().unwrap().values() {
             for operation in item.as_object().unwrap().values() {
@@ -183,5 +215,28 @@ mod tests {
             }
         }
         assert!(seen >= 7, "{seen}");
+    }
+
+    /// Every link names its target operation the way OpenAPI spells it, and
+    /// that operation exists.
+    #[test]
+    fn links_name_existing_operations_by_operation_id() {
+        let spec = super::document(&super::openapi());
+        let mut ids = std::collections::BTreeSet::new();
+        let mut targets = Vec::new();
+        for item in spec["paths"].as_object().unwrap().values() {
+            for operation in item.as_object().unwrap().values() {
+                ids.insert(operation["operationId"].as_str().unwrap().to_owned());
+                for response in operation["responses"].as_object().unwrap().values() {
+                    for link in response["links"].as_object().into_iter().flatten() {
+                        targets.push(link.1["operationId"].as_str().unwrap().to_owned());
+                    }
+                }
+            }
+        }
+        assert!(targets.len() >= 15, "{targets:?}");
+        for target in targets {
+            assert!(ids.contains(&target), "{target}");
+        }
     }
 }

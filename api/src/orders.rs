@@ -162,7 +162,16 @@ fn validation(field: &str) -> impl Fn(domain::values::ValueError) -> ApiError + 
 
 #[utoipa::path(post, path = "/orders", tag = "orders", request_body = PlaceOrder,
     params(IdempotencyKey),
-    responses((status = 202, description = "Accepted, pending: stock is being reserved", body = CommandResponse),
+    responses((status = 202, description = "Accepted, pending: stock is being reserved", body = CommandResponse,
+        links(
+            ("GetOrder" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")))),
+            ("Timeline" = (operation_id = "timeline", parameters(("id" = "$response.body#/id")))),
+            ("Saga" = (operation_id = "get_saga", parameters(("order_id" = "$response.body#/id")))),
+            ("Pay" = (operation_id = "pay", parameters(("id" = "$response.body#/id")))),
+            ("Ship" = (operation_id = "ship", parameters(("id" = "$response.body#/id")))),
+            ("Deliver" = (operation_id = "deliver", parameters(("id" = "$response.body#/id")))),
+            ("Cancel" = (operation_id = "cancel", parameters(("id" = "$response.body#/id"))))
+        )),
         (status = 400, response = BadRequest), (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge), (status = 415, response = UnsupportedMediaType),
         (status = 422, response = Validation), (status = 503, response = Unavailable)))]

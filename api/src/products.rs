@@ -123,7 +123,12 @@ fn validation(field: &str) -> impl Fn(domain::values::ValueError) -> ApiError + 
 
 #[utoipa::path(post, path = "/products", tag = "products", request_body = CreateProduct,
     params(IdempotencyKey),
-    responses((status = 201, description = "Created", body = CommandResponse),
+    responses((status = 201, description = "Created", body = CommandResponse, links(
+            ("GetProduct" = (operation_id = "get_product", parameters(("id" = "$response.body#/id")))),
+            ("Restock" = (operation_id = "restock", parameters(("id" = "$response.body#/id")))),
+            ("ChangePrice" = (operation_id = "change_price", parameters(("id" = "$response.body#/id")))),
+            ("Discontinue" = (operation_id = "discontinue", parameters(("id" = "$response.body#/id"))))
+        )),
         (status = 400, response = BadRequest), (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge), (status = 415, response = UnsupportedMediaType),
         (status = 422, response = Validation), (status = 503, response = Unavailable)))]

@@ -121,7 +121,12 @@ fn validation(field: &str) -> impl Fn(domain::values::ValueError) -> ApiError + 
 #[utoipa::path(post, path = "/users", tag = "users", request_body = RegisterUser,
     params(IdempotencyKey),
     responses(
-        (status = 201, description = "Registered", body = CommandResponse),
+        (status = 201, description = "Registered", body = CommandResponse, links(
+            ("GetUser" = (operation_id = "get_user", parameters(("id" = "$response.body#/id")))),
+            ("RenameUser" = (operation_id = "rename", parameters(("id" = "$response.body#/id")))),
+            ("DeactivateUser" = (operation_id = "deactivate", parameters(("id" = "$response.body#/id")))),
+            ("UserOrders" = (operation_id = "user_orders", parameters(("id" = "$response.body#/id"))))
+        )),
         (status = 400, response = BadRequest), (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge), (status = 415, response = UnsupportedMediaType),
         (status = 422, response = Validation), (status = 503, response = Unavailable)))]
