@@ -206,3 +206,29 @@ async fn the_document_declares_problem_json_for_every_error() {
         "{unavailable}"
     );
 }
+
+/// chrono's RFC 3339 parser also takes a space for the `T` and a leap second
+/// at any minute; the document's `date-time` (and JSON Schema's) does not.
+#[tokio::test]
+async fn times_are_rfc_3339_date_times_as_documented() {
+    let api = Api::start().await;
+    for bad in [
+        "2026-01-01%2000:00:00Z",
+        "2026-01-01T10:00:60Z",
+        "2026-01-01",
+    ] {
+        assert_problem(
+            &api.get(&format!("/events?since={bad}")).await,
+            400,
+            "bad_request",
+        );
+    }
+    for good in [
+        "2026-01-01T00:00:00Z",
+        "2016-12-31T23:59:60Z",
+        "2026-01-01t01:00:00.5%2B01:00",
+    ] {
+        let answer = api.get(&format!("/events?until={good}")).await;
+        assert_eq!(answer.status, 200, "{good}: {answer:?}");
+    }
+}
