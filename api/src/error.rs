@@ -33,6 +33,9 @@ pub enum ApiError {
     /// Valid JSON that breaks a rule.
     #[error("{0}")]
     Validation(String),
+    /// The route exists, the method does not.
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// The body is over the limit.
     #[error("the request body is larger than 64 KiB")]
     PayloadTooLarge,
@@ -50,71 +53,200 @@ pub enum ApiError {
     Internal(String),
 }
 
-/// An error answer (RFC 9457 problem details).
+/// An error answer (RFC 9457 problem details), served as
+/// `application/problem+json`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Problem {
-    /// A URI naming the kind of problem.
+    /// A URI naming the kind of problem: `https://ordo.dev/problems/<code>`.
     #[serde(rename = "type")]
     pub kind: String,
     /// A short summary of the kind.
     pub title: String,
     /// The HTTP status.
+    #[schema(minimum = 400, maximum = 599)]
     pub status: u16,
     /// What went wrong with this request.
     pub detail: String,
-    /// A stable machine-readable word: `bad_request`, `not_found`, `duplicate`,
-    /// `invalid_transition`, `idempotency_mismatch`, `conflict`, `validation`,
-    /// `payload_too_large`, `unsupported_media_type`, `projection_lagging`,
-    /// `unavailable`, `internal`.
-    pub code: String,
+    /// A stable machine-readable word.
+    pub code: ProblemCode,
+}
+
+/// The `code` of a [`Problem`]: one stable word per kind of problem.
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemCode {
+    /// 400: malformed JSON, wrong types, unknown fields, a malformed path or
+    /// query value, a bad `Idempotency-Key`.
+    BadRequest,
+    /// 404: no such aggregate or route.
+    NotFound,
+    /// 405: the route does not take that method.
+    MethodNotAllowed,
+    /// 409: an email or SKU already taken.
+    Duplicate,
+    /// 409: not allowed in the current state.
+    InvalidTransition,
+    /// 409: the aggregate kept changing concurrently; retry.
+    Conflict,
+    /// 409: the `Idempotency-Key` was used for a different request.
+    IdempotencyMismatch,
+    /// 413: the body is larger than 64 KiB.
+    PayloadTooLarge,
+    /// 415: the body is not JSON.
+    UnsupportedMediaType,
+    /// 422: valid JSON that breaks a rule.
+    Validation,
+    /// 503: `min_position` not reached in time.
+    ProjectionLagging,
+    /// 503: PostgreSQL or NATS unavailable.
+    Unavailable,
+    /// 500: a fault on our side (never the answer to bad input).
+    Internal,
+}
+
+/// Reusable problem+json answers of the OpenAPI document, one per status,
+/// referenced by every operation that can give them.
+pub mod responses {
+    use super::Problem;
+
+    /// The media type of every error answer.
+    pub const PROBLEM_JSON: &str = "application/problem+json";
+
+    /// Malformed JSON, wrong types, unknown fields, a path or query value
+    /// that is not what the parameter says, or a bad `Idempotency-Key`
+    /// (`bad_request`).
+    #[derive(Debug, utoipa::ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct BadRequest(#[allow(dead_code)] Problem);
+
+    /// No such aggregate (`not_found`).
+    #[derive(Debug, utoipa::ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct NotFound(#[allow(dead_code)] Problem);
+
+    /// An email or SKU already taken (`duplicate`), not allowed in the
+    /// current state (`invalid_transition`), changed concurrently
+    /// (`conflict`), or an `Idempotency-Key` reused for a different request
+    /// (`idempotency_mismatch`).
+    #[derive(Debug, utoipa::ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct Conflict(#[allow(dead_code)] Problem);
+
+    /// The body is larger than 64 KiB (`payload_too_large`).
+    #[derive(Debug, utoipa::ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct PayloadTooLarge(#[allow(dead_code)] Problem);
+
+    /// The body is not JSON (`unsupported_media_type`).
+    #[derive(Debug, utoipa::ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct UnsupportedMediaType(#[allow(dead_code)] Problem);
+
+    /// Valid JSON that breaks a rule (`validation`).
+    #[derive(Debug, utoipa::ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct Validation(#[allow(dead_code)] Problem);
+
+    /// PostgreSQL or NATS unavailable (`unavailable`), or a read model that
+    /// did not reach `min_position` within 5 s (`projection_lagging`).
+    #[derive(Debug, utoipa::ToResponse)]
+    #[response(
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))
+    )]
+    pub struct Unavailable(#[allow(dead_code)] Problem);
+}
+
+impl ProblemCode {
+    /// Every code, for tests and documentation.
+    pub const ALL: [ProblemCode; 13] = [
+        ProblemCode::BadRequest,
+        ProblemCode::NotFound,
+        ProblemCode::MethodNotAllowed,
+        ProblemCode::Duplicate,
+        ProblemCode::InvalidTransition,
+        ProblemCode::Conflict,
+        ProblemCode::IdempotencyMismatch,
+        ProblemCode::PayloadTooLarge,
+        ProblemCode::UnsupportedMediaType,
+        ProblemCode::Validation,
+        ProblemCode::ProjectionLagging,
+        ProblemCode::Unavailable,
+        ProblemCode::Internal,
+    ];
+
+    /// The word itself (what serde writes).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ProblemCode::BadRequest => "bad_request",
+            ProblemCode::NotFound => "not_found",
+            ProblemCode::MethodNotAllowed => "method_not_allowed",
+            ProblemCode::Duplicate => "duplicate",
+            ProblemCode::InvalidTransition => "invalid_transition",
+            ProblemCode::Conflict => "conflict",
+            ProblemCode::IdempotencyMismatch => "idempotency_mismatch",
+            ProblemCode::PayloadTooLarge => "payload_too_large",
+            ProblemCode::UnsupportedMediaType => "unsupported_media_type",
+            ProblemCode::Validation => "validation",
+            ProblemCode::ProjectionLagging => "projection_lagging",
+            ProblemCode::Unavailable => "unavailable",
+            ProblemCode::Internal => "internal",
+        }
+    }
 }
 
 impl ApiError {
     /// Status, `code` and title of each variant.
-    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+    fn parts(&self) -> (StatusCode, ProblemCode, &'static str) {
+        use ProblemCode as C;
         match self {
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", "Bad request"),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", "Not found"),
-            ApiError::Duplicate(_) => (StatusCode::CONFLICT, "duplicate", "Already taken"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, C::BadRequest, "Bad request"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, C::NotFound, "Not found"),
+            ApiError::Duplicate(_) => (StatusCode::CONFLICT, C::Duplicate, "Already taken"),
             ApiError::InvalidTransition(_) => (
                 StatusCode::CONFLICT,
-                "invalid_transition",
+                C::InvalidTransition,
                 "Not allowed in the current state",
             ),
-            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Changed concurrently"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, C::Conflict, "Changed concurrently"),
             ApiError::IdempotencyMismatch(_) => (
                 StatusCode::CONFLICT,
-                "idempotency_mismatch",
+                C::IdempotencyMismatch,
                 "Idempotency key reused",
             ),
             ApiError::Validation(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "validation",
+                C::Validation,
                 "Invalid request",
+            ),
+            ApiError::MethodNotAllowed(_) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                C::MethodNotAllowed,
+                "Method not allowed",
             ),
             ApiError::PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+                C::PayloadTooLarge,
                 "Payload too large",
             ),
             ApiError::UnsupportedMediaType(_) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                C::UnsupportedMediaType,
                 "Unsupported media type",
             ),
             ApiError::ProjectionLagging => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "projection_lagging",
+                C::ProjectionLagging,
                 "Read model lagging",
             ),
             ApiError::Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
+                C::Unavailable,
                 "Service unavailable",
             ),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
+                C::Internal,
                 "Internal server error",
             ),
         }
@@ -140,6 +272,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, title) = self.parts();
+        let code = code.as_str();
         let detail = match &self {
             ApiError::Internal(cause) => {
                 tracing::error!(cause, "request failed");
@@ -157,12 +290,12 @@ impl IntoResponse for ApiError {
             title: title.to_owned(),
             status: status.as_u16(),
             detail,
-            code: code.to_owned(),
+            code: self.parts().1,
         };
         let mut response = (status, axum::Json(body)).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
+            HeaderValue::from_static(responses::PROBLEM_JSON),
         );
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
@@ -212,6 +345,19 @@ impl<E: std::error::Error + ErrorKindOf + 'static> From<ExecuteError<E>> for Api
                 ApiError::Conflict(format!("{stream_id} kept changing concurrently; retry"))
             }
             ExecuteError::Store(e) => e.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn codes_serialise_as_their_words() {
+        for code in ProblemCode::ALL {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
         }
     }
 }

@@ -2,10 +2,14 @@
 //! headers that matter (request id, trace, idempotency key), every failure a
 //! problem+json answer rather than axum's plain-text rejections.
 
-use axum::extract::{FromRequestParts, Query};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, StatusCode};
+use chrono::{DateTime, Timelike, Utc};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+use utoipa::IntoParams;
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -56,6 +60,28 @@ pub fn optional_json_body<T: DeserializeOwned>(
     json_body(headers, body).map(Some)
 }
 
+/// The raw body, at most [`BODY_LIMIT`] bytes: over it, 413 problem+json
+/// (axum's own rejection is plain text).
+#[derive(Debug, Clone)]
+pub struct Body(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Bytes::from_request(request, state)
+            .await
+            .map(Body)
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge
+                } else {
+                    ApiError::BadRequest(e.body_text())
+                }
+            })
+    }
+}
+
 /// An id in the path that must be a UUID.
 #[derive(Debug, Clone, Copy)]
 pub struct IdPath(pub Uuid);
@@ -72,12 +98,83 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
     }
 }
 
-/// A UUID from a path or query, or 400.
+/// A UUID from a path or query, or 400. Only the hyphenated form
+/// (`8-4-4-4-12` hex digits, any case) is a UUID here, as in JSON Schema's
+/// `uuid` format; not the braced, URN or bare-hex spellings.
 pub fn parse_uuid(raw: &str, what: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| {
+    hyphenated_uuid(raw).ok_or_else(|| {
         let shown: String = raw.chars().take(80).collect();
         ApiError::BadRequest(format!("{what} {shown:?} is not a UUID"))
     })
+}
+
+fn hyphenated_uuid(raw: &str) -> Option<Uuid> {
+    // 36 characters can only be the hyphenated form.
+    (raw.len() == 36)
+        .then(|| Uuid::try_parse(raw).ok())
+        .flatten()
+}
+
+/// For `#[serde(deserialize_with)]` on body ids: a hyphenated UUID.
+pub fn uuid_field<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Uuid, D::Error> {
+    let raw = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+    hyphenated_uuid(&raw).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "{:?} is not a UUID (8-4-4-4-12 hex digits)",
+            raw.chars().take(80).collect::<String>()
+        ))
+    })
+}
+
+/// [`uuid_field`] for an optional id (absent or `null`: none).
+pub fn optional_uuid_field<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Uuid>, D::Error> {
+    #[derive(Deserialize)]
+    struct Id(#[serde(deserialize_with = "uuid_field")] Uuid);
+    Ok(Option::<Id>::deserialize(deserializer)?.map(|Id(id)| id))
+}
+
+/// An RFC 3339 time from a query, or 400: `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`
+/// with `T` (or `t`) between date and time, as JSON Schema's `date-time`
+/// format has it; a leap second only at 23:59:60 UTC.
+pub fn parse_time(raw: &str, what: &str) -> Result<DateTime<Utc>, ApiError> {
+    let bad = || ApiError::BadRequest(format!("{what} must be an RFC 3339 time"));
+    if !matches!(raw.as_bytes().get(10), Some(b'T' | b't')) {
+        return Err(bad());
+    }
+    let time = DateTime::parse_from_rfc3339(raw).map_err(|_| bad())?;
+    let utc = time.with_timezone(&Utc);
+    if time.nanosecond() >= 1_000_000_000 && (utc.hour(), utc.minute()) != (23, 59) {
+        return Err(bad());
+    }
+    Ok(utc)
+}
+
+/// The `Idempotency-Key` header, as the OpenAPI document describes it (the
+/// value itself is read by [`RequestMeta`]).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyKey {
+    /// Retry safely: a repeat with the same key and body answers as the first
+    /// did and executes nothing; the same key with another request is 409
+    /// `idempotency_mismatch`. 1 to 255 visible ASCII characters.
+    #[param(
+        rename = "Idempotency-Key",
+        value_type = String,
+        required = false,
+        pattern = "^[!-~]{1,255}$",
+        example = "order-2026-11-23-0001"
+    )]
+    pub key: Option<String>,
+}
+
+/// `{id}` in a path, as the OpenAPI document describes it.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct IdParam {
+    /// The id: a UUID, hyphenated.
+    pub id: Uuid,
 }
 
 /// A query string, unknown parameters refused.

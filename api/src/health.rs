@@ -16,7 +16,8 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::error::{ApiError, Problem};
+use crate::error::responses::Unavailable;
+use crate::error::ApiError;
 use crate::AppState;
 
 /// How long `/ready` waits for each dependency.
@@ -31,20 +32,36 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(projections))
 }
 
-/// Whether the process or its dependencies are up.
+/// The process runs.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
-    /// `ok`, `ready` or `not ready`.
+    /// Always `ok`.
+    #[schema(pattern = "^ok$")]
     pub status: String,
 }
 
-#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, body = Health)))]
+/// Whether PostgreSQL and NATS answer and the schema is current.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `not ready`.
+    #[schema(pattern = "^(ready|not ready)$")]
+    pub status: String,
+    /// `ok`, `migrations pending`, `unavailable` or `timed out`.
+    pub postgres: String,
+    /// `ok` or `unavailable`.
+    pub nats: String,
+}
+
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, description = "The process runs", body = Health)))]
 async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
 #[utoipa::path(get, path = "/ready", tag = "operations",
-    responses((status = 200, body = Health), (status = 503, description = "PostgreSQL or NATS unavailable, or migrations pending", body = Health)))]
+    responses((status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "PostgreSQL or NATS unavailable, or migrations pending", body = Readiness,
+            headers(("Retry-After" = u32, description = "Seconds to wait before asking again")))))]
 async fn ready(State(state): State<AppState>) -> Response {
     let postgres = match tokio::time::timeout(PROBE_TIMEOUT, postgres_ready(&state)).await {
         Ok(Ok(true)) => "ok",
@@ -82,7 +99,8 @@ async fn postgres_ready(state: &AppState) -> Result<bool, eventstore::StoreError
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4", body = String,
+        content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> Response {
     // Gauges that are cheapest to read at scrape time.
     if let Ok(client) = state.pool.get().await {
@@ -109,6 +127,7 @@ pub struct ProjectionState {
     /// `users`, `products`, `orders`.
     pub name: String,
     /// The last event applied.
+    #[schema(value_type = crate::doc::PositionDoc)]
     pub position: String,
     /// Committed events not applied yet.
     pub lag_events: i64,
@@ -116,10 +135,17 @@ pub struct ProjectionState {
     pub lag_seconds: f64,
     /// `running` or `failed`.
     pub status: String,
+    /// Why it failed (only when it did).
+    #[schema(required = false)]
+    pub error: Option<String>,
+    /// The event it failed on (only when it did).
+    #[schema(required = false)]
+    pub failed_event: Option<uuid::Uuid>,
 }
 
 #[utoipa::path(get, path = "/projections", tag = "operations",
-    responses((status = 200, body = Vec<ProjectionState>), (status = 503, body = Problem)))]
+    responses((status = 200, description = "Every projection", body = Vec<ProjectionState>),
+        (status = 503, response = Unavailable)))]
 async fn projections(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<projectors::status::ProjectionStatus>>, ApiError> {

@@ -6,14 +6,17 @@
 //! - [`health`]: `/health`, `/ready`, `/metrics`, `/projections`.
 //! - [`commands`]: idempotency keys, event metadata, executing, answering.
 //! - [`reads`]: `min_position` (read your own writes).
-//! - [`extract`], [`input`]: reading requests strictly and amounts exactly.
+//! - [`extract`], [`input`]: reading requests strictly and amounts exactly,
+//!   and the schemas that state exactly what they accept.
 //! - [`error`]: problem+json answers; [`metrics`]: Prometheus.
+//! - [`doc`]: schemas of the answers, for the OpenAPI document.
 //! - [`state`]: what handlers share.
 //!
 //! [`app`] builds the whole router, so tests can drive it without a socket;
 //! [`serve`] runs it until shutdown, letting requests in flight finish.
 
 pub mod commands;
+pub mod doc;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -50,6 +53,15 @@ use crate::error::ApiError;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "ordo", description = "An event-sourced order system: users, products, orders, their event log."),
+    components(schemas(error::Problem, error::ProblemCode), responses(
+        error::responses::BadRequest,
+        error::responses::NotFound,
+        error::responses::Conflict,
+        error::responses::PayloadTooLarge,
+        error::responses::UnsupportedMediaType,
+        error::responses::Validation,
+        error::responses::Unavailable
+    )),
     tags(
         (name = "users"), (name = "products"), (name = "orders"),
         (name = "events", description = "The event log"),
@@ -75,16 +87,48 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     routes().1
 }
 
+/// The OpenAPI document as served at `/openapi.json`.
+///
+/// utoipa 5 writes the fields of a Link object in snake case
+/// (`operation_id`); OpenAPI spells them in camel case (`operationId`), and
+/// tools ignore or reject links without it. They are renamed here.
+pub fn document(api: &utoipa::openapi::OpenApi) -> serde_json::Value {
+    let mut document = serde_json::to_value(api).unwrap_or_default();
+    if let Some(paths) = document.get_mut("paths").and_then(|p| p.as_object_mut()) {
+        let links = paths
+            .values_mut()
+            .filter_map(|item| item.as_object_mut())
+            .flat_map(|item| item.values_mut())
+            .filter_map(|operation| operation.get_mut("responses")?.as_object_mut())
+            .flat_map(|responses| responses.values_mut())
+            .filter_map(|response| response.get_mut("links")?.as_object_mut())
+            .flat_map(|links| links.values_mut())
+            .filter_map(|link| link.as_object_mut());
+        for link in links {
+            for (from, to) in [
+                ("operation_id", "operationId"),
+                ("operation_ref", "operationRef"),
+                ("request_body", "requestBody"),
+            ] {
+                if let Some(value) = link.remove(from) {
+                    link.insert(to.to_owned(), value);
+                }
+            }
+        }
+    }
+    document
+}
+
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole API with its middleware.
 pub fn app(state: AppState) -> Router {
     let (router, api) = routes();
-    let api = std::sync::Arc::new(api);
+    let document = std::sync::Arc::new(document(&api));
     router
         .route(
             "/openapi.json",
-            get(move || async move { Json((*api).clone()) }),
+            get(move || async move { Json((*document).clone()) }),
         )
         .route("/docs", get(docs))
         .route_layer(axum::middleware::from_fn(crate::metrics::track))
@@ -106,11 +150,9 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())
 }
 
-async fn method_not_allowed() -> impl IntoResponse {
-    let mut response =
-        ApiError::BadRequest("this route does not take that method".into()).into_response();
-    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-    response
+async fn method_not_allowed() -> ApiError {
+    // axum adds the `Allow` header.
+    ApiError::MethodNotAllowed("this route does not take that method".into())
 }
 
 /// An interactive page over `/openapi.json` (Scalar, loaded by the browser).
@@ -146,4 +188,55 @@ pub async fn serve(
     axum::serve(listener, app(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    /// Position-token parameters repeat the pattern as a literal (utoipa's
+    /// attributes take no constants): they must say what `reads` parses.
+    #[test]
+    fn every_token_parameter_carries_the_position_pattern() {
+        let spec = super::document(&super::openapi());
+        let mut seen = 0;
+        for item in spec["paths"].as_object().unwrap().values() {
+            for operation in item.as_object().unwrap().values() {
+                for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                    if ["min_position", "after"].contains(&parameter["name"].as_str().unwrap()) {
+                        assert_eq!(
+                            parameter["schema"]["pattern"],
+                            crate::reads::POSITION_PATTERN,
+                            "{parameter}"
+                        );
+                        seen += 1;
+                    }
+                }
+            }
+        }
+        assert!(seen >= 7, "{seen}");
+    }
+
+    /// Every link names its target operation the way OpenAPI spells it, and
+    /// that operation exists.
+    #[test]
+    fn links_name_existing_operations_by_operation_id() {
+        let spec = super::document(&super::openapi());
+        let mut ids = std::collections::BTreeSet::new();
+        let mut targets = Vec::new();
+        for item in spec["paths"].as_object().unwrap().values() {
+            for operation in item.as_object().unwrap().values() {
+                ids.insert(operation["operationId"].as_str().unwrap().to_owned());
+                for response in operation["responses"].as_object().unwrap().values() {
+                    for link in response["links"].as_object().into_iter().flatten() {
+                        targets.push(link.1["operationId"].as_str().unwrap().to_owned());
+                    }
+                }
+            }
+        }
+        assert!(targets.len() >= 15, "{targets:?}");
+        for target in targets {
+            assert!(ids.contains(&target), "{target}");
+        }
+    }
 }

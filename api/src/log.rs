@@ -2,7 +2,6 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use chrono::{DateTime, Utc};
 use eventstore::envelope::Envelope;
 use eventstore::store::LogFilter;
 use eventstore::Position;
@@ -11,8 +10,10 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::error::{ApiError, Problem};
-use crate::extract::{parse_uuid, ApiQuery};
+use crate::doc::{EventDoc, PositionDoc, StreamTypeDoc};
+use crate::error::responses::{BadRequest, NotFound, Unavailable};
+use crate::error::ApiError;
+use crate::extract::{parse_time, parse_uuid, ApiQuery};
 use crate::reads::position;
 use crate::AppState;
 
@@ -42,7 +43,7 @@ fn limit(limit: Option<i64>) -> Result<i64, ApiError> {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Events {
     /// In order.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<EventDoc>)]
     pub events: Vec<Envelope>,
 }
 
@@ -50,9 +51,10 @@ pub struct Events {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LogPage {
     /// In global order.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<EventDoc>)]
     pub events: Vec<Envelope>,
     /// Pass as `after` for the next page (also when this one is empty, to poll).
+    #[schema(value_type = PositionDoc)]
     pub next: String,
 }
 
@@ -61,10 +63,25 @@ pub struct LogPage {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct StreamQuery {
-    /// The first version to return (default 1).
-    pub from_version: Option<u64>,
+    /// The first version to return (default 1; 0 means 1).
+    #[param(minimum = 0)]
+    pub from_version: Option<i64>,
     /// At most this many (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
+}
+
+/// `{stream_id}`, as the OpenAPI document describes it.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct StreamIdParam {
+    /// `user-<uuid>`, `product-<uuid>` or `order-<uuid>`, the UUID hyphenated
+    /// and in lowercase.
+    #[param(
+        pattern = "^(user|product|order)-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+        example = "order-0192a8c4-7e1f-7000-8000-00000000abcd"
+    )]
+    pub stream_id: String,
 }
 
 /// `GET /events`.
@@ -72,33 +89,40 @@ pub struct StreamQuery {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct LogQuery {
-    /// Only events after this position token.
+    /// Only events after this position token (any token: one past the end
+    /// of the log gives an empty page).
+    #[param(pattern = r"^[0-9]{1,19}\.[0-9]{1,18}$", example = "1234.5678")]
     pub after: Option<String>,
     /// At most this many (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
-    /// `user`, `product` or `order`.
+    /// Only events of this kind of stream.
+    #[param(value_type = Option<StreamTypeDoc>)]
     pub stream_type: Option<String>,
-    /// An event type, e.g. `OrderPlaced`.
+    /// Only events of this type, e.g. `OrderPlaced`.
     #[serde(rename = "type")]
-    #[param(rename = "type")]
+    #[param(
+        rename = "type",
+        pattern = "^[A-Za-z][A-Za-z0-9_]{0,63}$",
+        example = "OrderPlaced"
+    )]
     pub event_type: Option<String>,
     /// Only events with this correlation id.
+    #[param(value_type = Option<Uuid>)]
     pub correlation_id: Option<String>,
-    /// Recorded at or after (RFC 3339).
+    /// Recorded at or after this time.
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
     pub since: Option<String>,
-    /// Recorded before (RFC 3339).
+    /// Recorded before this time.
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
     pub until: Option<String>,
 }
 
-fn time(text: &str, what: &str) -> Result<DateTime<Utc>, ApiError> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| ApiError::BadRequest(format!("{what} must be an RFC 3339 time")))
-}
-
 #[utoipa::path(get, path = "/streams/{stream_id}/events", tag = "events",
-    params(("stream_id" = String, Path, description = "`user-<uuid>`, `product-<uuid>` or `order-<uuid>`"), StreamQuery),
-    responses((status = 200, body = Events), (status = 400, body = Problem), (status = 404, body = Problem)))]
+    params(StreamIdParam, StreamQuery),
+    responses((status = 200, description = "The stream's events", body = Events),
+        (status = 400, response = BadRequest), (status = 404, response = NotFound),
+        (status = 503, response = Unavailable)))]
 async fn stream_events(
     State(state): State<AppState>,
     Path(stream_id): Path<String>,
@@ -111,18 +135,30 @@ async fn stream_events(
     })?;
     let stream_id = format!("{}-{id}", stream_type.as_str());
     let limit = limit(query.limit)?;
-    let from = query.from_version.unwrap_or(1).max(1);
+    let from = match query.from_version {
+        None => 1,
+        Some(v) if v >= 0 => v.max(1),
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "from_version must not be negative".into(),
+            ))
+        }
+    };
     if state.store.stream_version(&stream_id).await? == 0 {
         return Err(ApiError::NotFound(format!("no stream {stream_id}")));
     }
-    let events = state.store.read_stream(&stream_id, from - 1, limit).await?;
+    let events = state
+        .store
+        .read_stream(&stream_id, (from - 1).unsigned_abs(), limit)
+        .await?;
     Ok(Json(Events {
         events: events.iter().map(Envelope::from_recorded).collect(),
     }))
 }
 
 #[utoipa::path(get, path = "/events", tag = "events", params(LogQuery),
-    responses((status = 200, body = LogPage), (status = 400, body = Problem)))]
+    responses((status = 200, description = "A page of the log", body = LogPage),
+        (status = 400, response = BadRequest), (status = 503, response = Unavailable)))]
 async fn log_events(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<LogQuery>,
@@ -165,12 +201,12 @@ async fn log_events(
         since: query
             .since
             .as_deref()
-            .map(|t| time(t, "since"))
+            .map(|t| parse_time(t, "since"))
             .transpose()?,
         until: query
             .until
             .as_deref()
-            .map(|t| time(t, "until"))
+            .map(|t| parse_time(t, "until"))
             .transpose()?,
     };
     let events = state.store.read_log(after, &filter, limit).await?;

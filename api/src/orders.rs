@@ -1,12 +1,10 @@
 //! `/orders`: place, pay, ship, deliver, cancel; read one (now or as it
 //! stood then), and its timeline.
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Json;
-use chrono::{DateTime, Utc};
 use domain::aggregate::Aggregate;
 use domain::ids::{OrderId, ProductId, UserId};
 use domain::order::{Order, OrderCommand, OrderState};
@@ -25,10 +23,17 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::commands::{context, execute, idempotent, new_id, request_hash, CommandResponse};
-use crate::error::{ApiError, Problem};
-use crate::extract::{json_body, optional_json_body, ApiQuery, IdPath, RequestMeta};
-use crate::input::{AmountInput, WholeInput};
-use crate::reads::wait;
+use crate::doc::{EventDoc, OrderDoc};
+use crate::error::responses::{
+    BadRequest, Conflict, NotFound, PayloadTooLarge, Unavailable, UnsupportedMediaType, Validation,
+};
+use crate::error::ApiError;
+use crate::extract::{
+    json_body, optional_json_body, optional_uuid_field, parse_time, uuid_field, ApiQuery, Body,
+    IdParam, IdPath, IdempotencyKey, RequestMeta,
+};
+use crate::input::{pattern_schema, AmountInput, WholeInput, REASON_PATTERN};
+use crate::reads::{position, wait};
 use crate::AppState;
 
 /// Every `/orders` route.
@@ -50,12 +55,15 @@ const MAX_LINES: usize = 100;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrder {
-    /// Who orders; must be an active user.
+    /// Who orders; must be an active user (422 otherwise).
+    #[serde(deserialize_with = "uuid_field")]
     pub user_id: Uuid,
-    /// 1 to 100 lines, each product at most once.
+    /// 1 to 100 lines, each product at most once (422 otherwise); every
+    /// product must exist (422 otherwise).
+    #[schema(min_items = 1, max_items = 100)]
     pub lines: Vec<LineInput>,
     /// A client-chosen id; repeating the same request with it is a retry.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_uuid_field")]
     pub id: Option<Uuid>,
 }
 
@@ -64,9 +72,10 @@ pub struct PlaceOrder {
 #[serde(deny_unknown_fields)]
 pub struct LineInput {
     /// The product.
+    #[serde(deserialize_with = "uuid_field")]
     pub product_id: Uuid,
-    /// Units, at least 1.
-    #[schema(value_type = u32)]
+    /// Units.
+    #[schema(schema_with = WholeInput::quantity_schema)]
     pub quantity: WholeInput,
 }
 
@@ -74,8 +83,8 @@ pub struct LineInput {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Pay {
-    /// Must equal the order's total.
-    #[schema(value_type = String, example = "42.48")]
+    /// Must equal the order's total (422 otherwise).
+    #[schema(schema_with = AmountInput::schema)]
     pub amount: AmountInput,
 }
 
@@ -85,7 +94,25 @@ pub struct Pay {
 pub struct Cancel {
     /// Why (default `customer_request`).
     #[serde(default)]
+    #[schema(schema_with = reason_schema)]
     pub reason: Option<String>,
+}
+
+fn reason_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    utoipa::openapi::schema::OneOfBuilder::new()
+        .item(pattern_schema(
+            REASON_PATTERN,
+            None,
+            "1 to 200 characters once surrounding whitespace is trimmed, no control characters",
+            "changed my mind",
+        ))
+        .item(
+            utoipa::openapi::schema::ObjectBuilder::new().schema_type(utoipa::openapi::Type::Null),
+        )
+        .description(Some(
+            "Why the order is cancelled; absent or null: `customer_request`.",
+        ))
+        .into()
 }
 
 /// `GET /orders/{id}`.
@@ -93,18 +120,39 @@ pub struct Cancel {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct OrderQuery {
-    /// See `min_position` on every read.
+    /// See `min_position` on every read (ignored with `as_of`, which reads
+    /// the event log itself).
+    #[param(pattern = r"^[0-9]{1,19}\.[0-9]{1,18}$", example = "1234.5678")]
     pub min_position: Option<String>,
     /// A position token or an RFC 3339 time: the order as it stood then,
     /// folded from the event log.
+    #[param(schema_with = as_of_schema)]
     pub as_of: Option<String>,
+}
+
+fn as_of_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(crate::reads::POSITION_PATTERN))
+                .examples(["1234.5678"]),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+                .examples(["2026-11-23T10:00:00Z"]),
+        )
+        .into()
 }
 
 /// `GET /orders/{id}/timeline`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Timeline {
     /// Every event the order caused, in log order.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<EventDoc>)]
     pub events: Vec<Envelope>,
 }
 
@@ -113,15 +161,25 @@ fn validation(field: &str) -> impl Fn(domain::values::ValueError) -> ApiError + 
 }
 
 #[utoipa::path(post, path = "/orders", tag = "orders", request_body = PlaceOrder,
-    params(("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 202, description = "Accepted, pending: stock is being reserved", body = CommandResponse),
-        (status = 400, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem),
-        (status = 415, body = Problem), (status = 422, body = Problem), (status = 503, body = Problem)))]
+    params(IdempotencyKey),
+    responses((status = 202, description = "Accepted, pending: stock is being reserved", body = CommandResponse,
+        links(
+            ("GetOrder" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")))),
+            ("Timeline" = (operation_id = "timeline", parameters(("id" = "$response.body#/id")))),
+            ("Saga" = (operation_id = "get_saga", parameters(("order_id" = "$response.body#/id")))),
+            ("Pay" = (operation_id = "pay", parameters(("id" = "$response.body#/id")))),
+            ("Ship" = (operation_id = "ship", parameters(("id" = "$response.body#/id")))),
+            ("Deliver" = (operation_id = "deliver", parameters(("id" = "$response.body#/id")))),
+            ("Cancel" = (operation_id = "cancel", parameters(("id" = "$response.body#/id"))))
+        )),
+        (status = 400, response = BadRequest), (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge), (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Validation), (status = 503, response = Unavailable)))]
 async fn place(
     State(state): State<AppState>,
     meta: RequestMeta,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
     let input: PlaceOrder = json_body(&headers, &body)?;
     if input.lines.is_empty() {
@@ -196,16 +254,18 @@ async fn transition(
 }
 
 #[utoipa::path(post, path = "/orders/{id}/pay", tag = "orders", request_body = Pay,
-    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = CommandResponse), (status = 400, body = Problem), (status = 404, body = Problem),
-        (status = 409, description = "Not confirmed, or paid already", body = Problem),
-        (status = 422, description = "Amount differs from the total", body = Problem)))]
+    params(IdParam, IdempotencyKey),
+    responses((status = 200, description = "Paid", body = CommandResponse),
+        (status = 400, response = BadRequest), (status = 404, response = NotFound),
+        (status = 409, response = Conflict), (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType), (status = 422, response = Validation),
+        (status = 503, response = Unavailable)))]
 async fn pay(
     State(state): State<AppState>,
     meta: RequestMeta,
     IdPath(id): IdPath,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
     let input: Pay = json_body(&headers, &body)?;
     let amount = input.amount.money("amount")?;
@@ -221,14 +281,16 @@ async fn pay(
 }
 
 #[utoipa::path(post, path = "/orders/{id}/ship", tag = "orders",
-    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = CommandResponse), (status = 400, body = Problem), (status = 404, body = Problem),
-        (status = 409, description = "Not paid", body = Problem)))]
+    params(IdParam, IdempotencyKey),
+    responses((status = 200, description = "Shipped", body = CommandResponse),
+        (status = 400, response = BadRequest), (status = 404, response = NotFound),
+        (status = 409, response = Conflict), (status = 413, response = PayloadTooLarge),
+        (status = 503, response = Unavailable)))]
 async fn ship(
     State(state): State<AppState>,
     meta: RequestMeta,
     IdPath(id): IdPath,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
     transition(
         &state,
@@ -242,14 +304,16 @@ async fn ship(
 }
 
 #[utoipa::path(post, path = "/orders/{id}/deliver", tag = "orders",
-    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = CommandResponse), (status = 400, body = Problem), (status = 404, body = Problem),
-        (status = 409, description = "Not shipped", body = Problem)))]
+    params(IdParam, IdempotencyKey),
+    responses((status = 200, description = "Delivered", body = CommandResponse),
+        (status = 400, response = BadRequest), (status = 404, response = NotFound),
+        (status = 409, response = Conflict), (status = 413, response = PayloadTooLarge),
+        (status = 503, response = Unavailable)))]
 async fn deliver(
     State(state): State<AppState>,
     meta: RequestMeta,
     IdPath(id): IdPath,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
     transition(
         &state,
@@ -262,19 +326,25 @@ async fn deliver(
     .await
 }
 
-#[utoipa::path(post, path = "/orders/{id}/cancel", tag = "orders", request_body(content = Cancel, description = "Optional"),
-    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = CommandResponse), (status = 400, body = Problem), (status = 404, body = Problem),
-        (status = 409, description = "Shipped already, or not confirmed yet", body = Problem),
-        (status = 415, body = Problem), (status = 422, body = Problem)))]
+#[utoipa::path(post, path = "/orders/{id}/cancel", tag = "orders",
+    request_body(content = Option<Cancel>, description = "Optional: no body means `customer_request`"),
+    params(IdParam, IdempotencyKey),
+    responses((status = 200, description = "Cancelled", body = CommandResponse),
+        (status = 400, response = BadRequest), (status = 404, response = NotFound),
+        (status = 409, response = Conflict), (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType), (status = 422, response = Validation),
+        (status = 503, response = Unavailable)))]
 async fn cancel(
     State(state): State<AppState>,
     meta: RequestMeta,
     IdPath(id): IdPath,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
-    let input: Cancel = optional_json_body(&headers, &body)?.unwrap_or_default();
+    // No body, or a JSON `null`: no reason given.
+    let input: Cancel = optional_json_body::<Option<Cancel>>(&headers, &body)?
+        .flatten()
+        .unwrap_or_default();
     let reason = CancelReason::parse(
         input
             .reason
@@ -293,15 +363,18 @@ async fn cancel(
     .await
 }
 
-#[utoipa::path(get, path = "/orders/{id}", tag = "orders", params(("id" = Uuid, Path), OrderQuery),
-    responses((status = 200, description = "The order", body = Object), (status = 400, body = Problem),
-        (status = 404, body = Problem), (status = 503, body = Problem)))]
+#[utoipa::path(get, path = "/orders/{id}", tag = "orders", params(IdParam, OrderQuery),
+    responses((status = 200, description = "The order", body = OrderDoc),
+        (status = 400, response = BadRequest), (status = 404, response = NotFound),
+        (status = 503, response = Unavailable)))]
 async fn get_order(
     State(state): State<AppState>,
     IdPath(id): IdPath,
     ApiQuery(query): ApiQuery<OrderQuery>,
 ) -> Result<Json<OrderView>, ApiError> {
     if let Some(as_of) = query.as_of.as_deref() {
+        // Not used with `as_of`, but a malformed token is still malformed.
+        query.min_position.as_deref().map(position).transpose()?;
         let as_of = parse_as_of(as_of)?;
         return as_it_stood(&state, id, as_of).await.map(Json);
     }
@@ -315,14 +388,12 @@ async fn get_order(
 
 /// A position token, or an RFC 3339 time.
 fn parse_as_of(text: &str) -> Result<AsOf, ApiError> {
-    if let Ok(position) = text.parse::<Position>() {
+    if let Ok(position) = position(text) {
         return Ok(AsOf::Position(position));
     }
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| AsOf::Time(t.with_timezone(&Utc)))
-        .map_err(|_| {
-            ApiError::BadRequest("as_of must be a position token or an RFC 3339 time".into())
-        })
+    parse_time(text, "as_of").map(AsOf::Time).map_err(|_| {
+        ApiError::BadRequest("as_of must be a position token or an RFC 3339 time".into())
+    })
 }
 
 /// The order folded from its events up to `as_of`.
@@ -368,8 +439,10 @@ async fn as_it_stood(state: &AppState, id: Uuid, as_of: AsOf) -> Result<OrderVie
     })
 }
 
-#[utoipa::path(get, path = "/orders/{id}/timeline", tag = "orders", params(("id" = Uuid, Path)),
-    responses((status = 200, body = Timeline), (status = 400, body = Problem), (status = 404, body = Problem)))]
+#[utoipa::path(get, path = "/orders/{id}/timeline", tag = "orders", params(IdParam),
+    responses((status = 200, description = "Every event the order caused", body = Timeline),
+        (status = 400, response = BadRequest), (status = 404, response = NotFound),
+        (status = 503, response = Unavailable)))]
 async fn timeline(
     State(state): State<AppState>,
     IdPath(id): IdPath,

@@ -1,6 +1,5 @@
 //! `/products`: create, restock, change price, discontinue; read one, page all.
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -17,10 +16,18 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::commands::{context, execute, idempotent, new_id, request_hash, CommandResponse};
-use crate::error::{ApiError, Problem};
-use crate::extract::{json_body, parse_uuid, ApiQuery, IdPath, RequestMeta};
-use crate::input::{AmountInput, WholeInput};
+use crate::doc::ProductDoc;
+use crate::error::responses::{
+    BadRequest, Conflict, NotFound, PayloadTooLarge, Unavailable, UnsupportedMediaType, Validation,
+};
+use crate::error::ApiError;
+use crate::extract::{
+    json_body, optional_uuid_field, parse_uuid, ApiQuery, Body, IdParam, IdPath, IdempotencyKey,
+    RequestMeta,
+};
+use crate::input::{pattern_schema, AmountInput, WholeInput, SKU_PATTERN};
 use crate::reads::{wait, ReadParams};
+use crate::users::name_schema;
 use crate::AppState;
 
 /// Every `/products` route.
@@ -37,27 +44,40 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProduct {
-    /// Unique stock-keeping unit: letters, digits, `.`, `_`, `-`.
+    /// Unique stock-keeping unit.
+    #[schema(schema_with = sku_schema)]
     pub sku: String,
     /// Display name.
+    #[schema(schema_with = name_schema)]
     pub name: String,
-    /// Price, as a decimal string (`"19.99"`) or number, at most 4 decimals.
-    #[schema(value_type = String, example = "19.99")]
+    /// Price.
+    #[schema(schema_with = AmountInput::schema)]
     pub price: AmountInput,
     /// Units in stock to begin with.
-    #[schema(value_type = u32)]
+    #[schema(schema_with = WholeInput::stock_schema)]
     pub stock: WholeInput,
     /// A client-chosen id; repeating the same request with it is a retry.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_uuid_field")]
     pub id: Option<Uuid>,
+}
+
+/// The schema of a SKU in a request.
+pub fn sku_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    pattern_schema(
+        SKU_PATTERN,
+        None,
+        "A stock-keeping unit: 1 to 64 letters, digits, `.`, `_` or `-` (surrounding \
+         whitespace is trimmed). Unique, case-insensitively.",
+        "MUG-RED-01",
+    )
 }
 
 /// `POST /products/{id}/restock`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Restock {
-    /// Units to add, at least 1.
-    #[schema(value_type = u32)]
+    /// Units to add.
+    #[schema(schema_with = WholeInput::quantity_schema)]
     pub quantity: WholeInput,
 }
 
@@ -66,7 +86,7 @@ pub struct Restock {
 #[serde(deny_unknown_fields)]
 pub struct ChangePrice {
     /// The new price.
-    #[schema(value_type = String, example = "17.50")]
+    #[schema(schema_with = AmountInput::schema)]
     pub price: AmountInput,
 }
 
@@ -74,9 +94,10 @@ pub struct ChangePrice {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProductPage {
     /// The products, by id.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<ProductDoc>)]
     pub items: Vec<ProductView>,
     /// Pass as `cursor` for the next page; null on the last.
+    #[schema(value_type = Option<Uuid>)]
     pub next_cursor: Option<String>,
 }
 
@@ -86,10 +107,13 @@ pub struct ProductPage {
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Items per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
+    #[param(value_type = Option<Uuid>)]
     pub cursor: Option<String>,
     /// See `min_position` on every read.
+    #[param(pattern = r"^[0-9]{1,19}\.[0-9]{1,18}$", example = "1234.5678")]
     pub min_position: Option<String>,
 }
 
@@ -98,15 +122,21 @@ fn validation(field: &str) -> impl Fn(domain::values::ValueError) -> ApiError + 
 }
 
 #[utoipa::path(post, path = "/products", tag = "products", request_body = CreateProduct,
-    params(("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 201, body = CommandResponse), (status = 400, body = Problem),
-        (status = 409, description = "SKU taken", body = Problem), (status = 413, body = Problem),
-        (status = 415, body = Problem), (status = 422, body = Problem), (status = 503, body = Problem)))]
+    params(IdempotencyKey),
+    responses((status = 201, description = "Created", body = CommandResponse, links(
+            ("GetProduct" = (operation_id = "get_product", parameters(("id" = "$response.body#/id")))),
+            ("Restock" = (operation_id = "restock", parameters(("id" = "$response.body#/id")))),
+            ("ChangePrice" = (operation_id = "change_price", parameters(("id" = "$response.body#/id")))),
+            ("Discontinue" = (operation_id = "discontinue", parameters(("id" = "$response.body#/id"))))
+        )),
+        (status = 400, response = BadRequest), (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge), (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Validation), (status = 503, response = Unavailable)))]
 async fn create(
     State(state): State<AppState>,
     meta: RequestMeta,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
     let input: CreateProduct = json_body(&headers, &body)?;
     let sku = Sku::parse(&input.sku).map_err(validation("sku"))?;
@@ -135,15 +165,18 @@ async fn create(
 }
 
 #[utoipa::path(post, path = "/products/{id}/restock", tag = "products", request_body = Restock,
-    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = CommandResponse), (status = 400, body = Problem), (status = 404, body = Problem),
-        (status = 409, body = Problem), (status = 422, body = Problem)))]
+    params(IdParam, IdempotencyKey),
+    responses((status = 200, description = "Done", body = CommandResponse),
+        (status = 400, response = BadRequest), (status = 404, response = NotFound),
+        (status = 409, response = Conflict), (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType), (status = 422, response = Validation),
+        (status = 503, response = Unavailable)))]
 async fn restock(
     State(state): State<AppState>,
     meta: RequestMeta,
     IdPath(id): IdPath,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
     let input: Restock = json_body(&headers, &body)?;
     let quantity = input.quantity.quantity("quantity")?;
@@ -163,15 +196,18 @@ async fn restock(
 }
 
 #[utoipa::path(post, path = "/products/{id}/price", tag = "products", request_body = ChangePrice,
-    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = CommandResponse), (status = 400, body = Problem), (status = 404, body = Problem),
-        (status = 409, body = Problem), (status = 422, body = Problem)))]
+    params(IdParam, IdempotencyKey),
+    responses((status = 200, description = "Done", body = CommandResponse),
+        (status = 400, response = BadRequest), (status = 404, response = NotFound),
+        (status = 409, response = Conflict), (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType), (status = 422, response = Validation),
+        (status = 503, response = Unavailable)))]
 async fn change_price(
     State(state): State<AppState>,
     meta: RequestMeta,
     IdPath(id): IdPath,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
     let input: ChangePrice = json_body(&headers, &body)?;
     let price = input.price.money("price")?;
@@ -191,14 +227,16 @@ async fn change_price(
 }
 
 #[utoipa::path(post, path = "/products/{id}/discontinue", tag = "products",
-    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = CommandResponse), (status = 400, body = Problem), (status = 404, body = Problem),
-        (status = 409, body = Problem)))]
+    params(IdParam, IdempotencyKey),
+    responses((status = 200, description = "Discontinued", body = CommandResponse),
+        (status = 400, response = BadRequest), (status = 404, response = NotFound),
+        (status = 409, response = Conflict), (status = 413, response = PayloadTooLarge),
+        (status = 503, response = Unavailable)))]
 async fn discontinue(
     State(state): State<AppState>,
     meta: RequestMeta,
     IdPath(id): IdPath,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
     idempotent(
         &state,
@@ -219,9 +257,10 @@ async fn discontinue(
     .await
 }
 
-#[utoipa::path(get, path = "/products/{id}", tag = "products", params(("id" = Uuid, Path), ReadParams),
-    responses((status = 200, description = "The product", body = Object), (status = 400, body = Problem),
-        (status = 404, body = Problem), (status = 503, body = Problem)))]
+#[utoipa::path(get, path = "/products/{id}", tag = "products", params(IdParam, ReadParams),
+    responses((status = 200, description = "The product", body = ProductDoc),
+        (status = 400, response = BadRequest), (status = 404, response = NotFound),
+        (status = 503, response = Unavailable)))]
 async fn get_product(
     State(state): State<AppState>,
     IdPath(id): IdPath,
@@ -236,7 +275,8 @@ async fn get_product(
 }
 
 #[utoipa::path(get, path = "/products", tag = "products", params(PageQuery),
-    responses((status = 200, body = ProductPage), (status = 400, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, description = "A page of products", body = ProductPage),
+        (status = 400, response = BadRequest), (status = 503, response = Unavailable)))]
 async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<PageQuery>,

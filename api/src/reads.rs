@@ -1,4 +1,5 @@
-//! What every read endpoint shares: `min_position` (read your own writes).
+//! What every read endpoint shares: `min_position` (read your own writes),
+//! and position tokens.
 
 use eventstore::Position;
 use projectors::Projection;
@@ -8,21 +9,39 @@ use utoipa::IntoParams;
 use crate::error::ApiError;
 use crate::AppState;
 
+/// The grammar of a position token, as the OpenAPI document states it: the
+/// writing transaction's id, a point, the event's position. Tokens the
+/// server hands out always fit (19 digits reach past 10^18 transactions,
+/// 18 digits past 10^17 events).
+pub const POSITION_PATTERN: &str = r"^[0-9]{1,19}\.[0-9]{1,18}$";
+
 /// `?min_position=<token>`: wait until the read model has applied it.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ReadParams {
     /// A `position` token from a command's answer; the read waits (up to 5 s)
-    /// until the read model has applied it, or answers 503 `projection_lagging`.
+    /// until the read model has applied it, or answers 503
+    /// `projection_lagging`. A token past the end of the event log names no
+    /// write and is 400.
+    #[param(pattern = r"^[0-9]{1,19}\.[0-9]{1,18}$", example = "1234.5678")]
     pub min_position: Option<String>,
 }
 
 /// Parses a position token, or 400.
 pub fn position(token: &str) -> Result<Position, ApiError> {
-    token
-        .parse()
-        .map_err(|e: eventstore::position::InvalidPosition| ApiError::BadRequest(e.to_string()))
+    let invalid = || {
+        ApiError::BadRequest(
+            eventstore::position::InvalidPosition(token.chars().take(64).collect()).to_string(),
+        )
+    };
+    let (transaction, position) = token.split_once('.').ok_or_else(invalid)?;
+    let digits =
+        |s: &str, max: usize| (1..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(transaction, 19) || !digits(position, 18) {
+        return Err(invalid());
+    }
+    token.parse().map_err(|_| invalid())
 }
 
 /// Waits for `projection` to reach `min_position`, if given.
@@ -35,11 +54,59 @@ pub async fn wait(
         return Ok(());
     };
     let position = position(token)?;
+    let applied = {
+        let client = state.pool.get().await?;
+        projectors::query::applied_through(&**client, projection).await?
+    };
+    if applied >= position {
+        return Ok(());
+    }
+    // No answer ever carried a token beyond the log's last event: waiting
+    // for one would only end in a misleading 503 five seconds later.
+    if position > state.store.head().await? {
+        return Err(ApiError::BadRequest(format!(
+            "min_position {token} is past the end of the event log; pass the position of an answer"
+        )));
+    }
     if projectors::query::wait_for(&state.pool, projection, position, state.read_wait).await? {
         Ok(())
     } else {
         metrics::counter!("ordo_projection_lagging_total", "projection" => projection.name())
             .increment(1);
         Err(ApiError::ProjectionLagging)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn tokens_follow_the_documented_pattern() {
+        let pattern = regex::Regex::new(POSITION_PATTERN).unwrap();
+        for token in [
+            "1.1",
+            "0.0",
+            "1234.5678",
+            "9999999999999999999.999999999999999999",
+            "18446744073709551615.1",
+            "1.9223372036854775807",
+            "",
+            ".",
+            "1.",
+            ".1",
+            "1.2.3",
+            "-1.1",
+            "+1.1",
+            " 1.1",
+            "a.b",
+        ] {
+            assert_eq!(
+                pattern.is_match(token),
+                position(token).is_ok(),
+                "{token:?}"
+            );
+        }
     }
 }

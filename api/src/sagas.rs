@@ -7,7 +7,9 @@ use domain::ids::OrderId;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::error::{ApiError, Problem};
+use crate::doc::SagaDoc;
+use crate::error::responses::{BadRequest, NotFound, Unavailable};
+use crate::error::ApiError;
 use crate::extract::IdPath;
 use crate::AppState;
 
@@ -16,9 +18,11 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(get_saga))
 }
 
-#[utoipa::path(get, path = "/sagas/{order_id}", tag = "orders", params(("order_id" = Uuid, Path)),
-    responses((status = 200, description = "The saga of the order", body = Object), (status = 400, body = Problem),
-        (status = 404, body = Problem), (status = 503, body = Problem)))]
+#[utoipa::path(get, path = "/sagas/{order_id}", tag = "orders",
+    params(("order_id" = Uuid, Path, description = "The order's id: a UUID, hyphenated")),
+    responses((status = 200, description = "The saga of the order", body = SagaDoc),
+        (status = 400, response = BadRequest), (status = 404, response = NotFound),
+        (status = 503, response = Unavailable)))]
 async fn get_saga(
     State(state): State<AppState>,
     IdPath(order_id): IdPath,

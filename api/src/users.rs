@@ -1,6 +1,5 @@
 //! `/users`: register, rename, deactivate; read one, find by email, list orders.
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -17,8 +16,15 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::commands::{context, execute, idempotent, new_id, request_hash, CommandResponse};
-use crate::error::{ApiError, Problem};
-use crate::extract::{json_body, ApiQuery, IdPath, RequestMeta};
+use crate::doc::{OrderDoc, UserDoc};
+use crate::error::responses::{
+    BadRequest, Conflict, NotFound, PayloadTooLarge, Unavailable, UnsupportedMediaType, Validation,
+};
+use crate::error::ApiError;
+use crate::extract::{
+    json_body, optional_uuid_field, ApiQuery, Body, IdParam, IdPath, IdempotencyKey, RequestMeta,
+};
+use crate::input::{email_length, pattern_schema, EMAIL_PATTERN, NAME_PATTERN};
 use crate::reads::{wait, ReadParams};
 use crate::AppState;
 
@@ -37,12 +43,37 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct RegisterUser {
     /// Unique, case-insensitively.
+    #[schema(schema_with = email_schema)]
     pub email: String,
-    /// Display name, 1 to 200 characters.
+    /// Display name.
+    #[schema(schema_with = name_schema)]
     pub name: String,
     /// A client-chosen id; repeating the same request with it is a retry.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_uuid_field")]
     pub id: Option<Uuid>,
+}
+
+/// The schema of an email in a request.
+pub fn email_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    pattern_schema(
+        EMAIL_PATTERN,
+        Some(domain::values::Email::MAX_LEN),
+        "An email: one `@`, a name before it, a dotted domain after it, no whitespace \
+         or control characters (surrounding whitespace is trimmed), at most 254 characters. \
+         Unique across users, case-insensitively.",
+        "ada@example.com",
+    )
+}
+
+/// The schema of a display name in a request.
+pub fn name_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    pattern_schema(
+        NAME_PATTERN,
+        None,
+        "A display name: 1 to 200 characters once surrounding whitespace is trimmed, \
+         no control characters.",
+        "Ada Lovelace",
+    )
 }
 
 /// `POST /users/{id}/rename`.
@@ -50,6 +81,7 @@ pub struct RegisterUser {
 #[serde(deny_unknown_fields)]
 pub struct RenameUser {
     /// The new name.
+    #[schema(schema_with = name_schema)]
     pub name: String,
 }
 
@@ -57,7 +89,7 @@ pub struct RenameUser {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UserList {
     /// The users.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<UserDoc>)]
     pub items: Vec<UserView>,
 }
 
@@ -65,7 +97,7 @@ pub struct UserList {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OrderList {
     /// The orders, newest first.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<OrderDoc>)]
     pub items: Vec<OrderView>,
 }
 
@@ -74,9 +106,11 @@ pub struct OrderList {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct EmailQuery {
-    /// The email to look for (any case).
+    /// The email to look for (any case; surrounding whitespace is ignored;
+    /// text that is no email finds nobody).
     pub email: String,
     /// See `min_position` on every read.
+    #[param(pattern = r"^[0-9]{1,19}\.[0-9]{1,18}$", example = "1234.5678")]
     pub min_position: Option<String>,
 }
 
@@ -85,19 +119,25 @@ fn validation(field: &str) -> impl Fn(domain::values::ValueError) -> ApiError + 
 }
 
 #[utoipa::path(post, path = "/users", tag = "users", request_body = RegisterUser,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retry safely: same key and body, same answer")),
+    params(IdempotencyKey),
     responses(
-        (status = 201, description = "Registered", body = CommandResponse),
-        (status = 400, body = Problem), (status = 409, description = "Email taken", body = Problem),
-        (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem),
-        (status = 503, body = Problem)))]
+        (status = 201, description = "Registered", body = CommandResponse, links(
+            ("GetUser" = (operation_id = "get_user", parameters(("id" = "$response.body#/id")))),
+            ("RenameUser" = (operation_id = "rename", parameters(("id" = "$response.body#/id")))),
+            ("DeactivateUser" = (operation_id = "deactivate", parameters(("id" = "$response.body#/id")))),
+            ("UserOrders" = (operation_id = "user_orders", parameters(("id" = "$response.body#/id"))))
+        )),
+        (status = 400, response = BadRequest), (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge), (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Validation), (status = 503, response = Unavailable)))]
 async fn register(
     State(state): State<AppState>,
     meta: RequestMeta,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
     let input: RegisterUser = json_body(&headers, &body)?;
+    email_length(&input.email)?;
     let email = Email::parse(&input.email).map_err(validation("email"))?;
     let name = Name::parse(&input.name).map_err(validation("name"))?;
     let id = new_id(&meta, "POST /users", input.id);
@@ -121,15 +161,18 @@ async fn register(
 }
 
 #[utoipa::path(post, path = "/users/{id}/rename", tag = "users", request_body = RenameUser,
-    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = CommandResponse), (status = 400, body = Problem), (status = 404, body = Problem),
-        (status = 409, body = Problem), (status = 422, body = Problem)))]
+    params(IdParam, IdempotencyKey),
+    responses((status = 200, description = "Renamed", body = CommandResponse),
+        (status = 400, response = BadRequest), (status = 404, response = NotFound),
+        (status = 409, response = Conflict), (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType), (status = 422, response = Validation),
+        (status = 503, response = Unavailable)))]
 async fn rename(
     State(state): State<AppState>,
     meta: RequestMeta,
     IdPath(id): IdPath,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
     let input: RenameUser = json_body(&headers, &body)?;
     let name = Name::parse(&input.name).map_err(validation("name"))?;
@@ -153,14 +196,16 @@ async fn rename(
 }
 
 #[utoipa::path(post, path = "/users/{id}/deactivate", tag = "users",
-    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = CommandResponse), (status = 400, body = Problem), (status = 404, body = Problem),
-        (status = 409, body = Problem)))]
+    params(IdParam, IdempotencyKey),
+    responses((status = 200, description = "Deactivated", body = CommandResponse),
+        (status = 400, response = BadRequest), (status = 404, response = NotFound),
+        (status = 409, response = Conflict), (status = 413, response = PayloadTooLarge),
+        (status = 503, response = Unavailable)))]
 async fn deactivate(
     State(state): State<AppState>,
     meta: RequestMeta,
     IdPath(id): IdPath,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
     idempotent(
         &state,
@@ -181,9 +226,10 @@ async fn deactivate(
     .await
 }
 
-#[utoipa::path(get, path = "/users/{id}", tag = "users", params(("id" = Uuid, Path), ReadParams),
-    responses((status = 200, description = "The user", body = Object), (status = 400, body = Problem),
-        (status = 404, body = Problem), (status = 503, body = Problem)))]
+#[utoipa::path(get, path = "/users/{id}", tag = "users", params(IdParam, ReadParams),
+    responses((status = 200, description = "The user", body = UserDoc),
+        (status = 400, response = BadRequest), (status = 404, response = NotFound),
+        (status = 503, response = Unavailable)))]
 async fn get_user(
     State(state): State<AppState>,
     IdPath(id): IdPath,
@@ -198,7 +244,8 @@ async fn get_user(
 }
 
 #[utoipa::path(get, path = "/users", tag = "users", params(EmailQuery),
-    responses((status = 200, body = UserList), (status = 400, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, description = "The user with that email, if any", body = UserList),
+        (status = 400, response = BadRequest), (status = 503, response = Unavailable)))]
 async fn find_by_email(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<EmailQuery>,
@@ -213,9 +260,10 @@ async fn find_by_email(
     Ok(Json(UserList { items }))
 }
 
-#[utoipa::path(get, path = "/users/{id}/orders", tag = "users", params(("id" = Uuid, Path), ReadParams),
-    responses((status = 200, body = OrderList), (status = 400, body = Problem), (status = 404, body = Problem),
-        (status = 503, body = Problem)))]
+#[utoipa::path(get, path = "/users/{id}/orders", tag = "users", params(IdParam, ReadParams),
+    responses((status = 200, description = "The user's orders, newest first", body = OrderList),
+        (status = 400, response = BadRequest), (status = 404, response = NotFound),
+        (status = 503, response = Unavailable)))]
 async fn user_orders(
     State(state): State<AppState>,
     IdPath(id): IdPath,
