@@ -51,7 +51,7 @@ pub struct Settings {
 }
 
 /// Units a scarce product starts with.
-const SCARCE_STOCK: u32 = 200;
+const SCARCE_STOCK: u32 = 20;
 /// Units a plentiful product starts with (the domain's maximum).
 const PLENTY: u32 = 1_000_000;
 /// How long a client waits after the API did not answer or answered 5xx
