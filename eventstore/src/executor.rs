@@ -257,27 +257,25 @@ impl Executor {
         // No look-up of the command id first: a command already executed is
         // caught by the append (the id is unique) or, when the stream has
         // moved on so that nothing or a refusal follows, checked then.
-        let cached = if trust_cache {
-            self.cache.get::<A>(stream_id)
-        } else {
-            None
-        };
-        let (loaded, decided) = match cached {
-            Some((version, state, snapshot_version)) => match A::decide(&state, command.clone()) {
-                Ok(events) if !events.is_empty() => (
-                    Loaded {
-                        state,
-                        version,
-                        snapshot_version,
-                    },
-                    Ok(events),
-                ),
-                _ => {
-                    let loaded = self.load::<A>(stream_id).await?;
-                    let decided = A::decide(&loaded.state, command);
-                    (loaded, decided)
+        // A cached state is used only when it yields events to append.
+        let from_cache = trust_cache
+            .then(|| self.cache.get::<A>(stream_id))
+            .flatten()
+            .and_then(|(version, state, snapshot_version)| {
+                match A::decide(&state, command.clone()) {
+                    Ok(events) if !events.is_empty() => Some((
+                        Loaded {
+                            state,
+                            version,
+                            snapshot_version,
+                        },
+                        Ok(events),
+                    )),
+                    _ => None,
                 }
-            },
+            });
+        let (loaded, decided) = match from_cache {
+            Some(decided) => decided,
             None => {
                 let loaded = self.load::<A>(stream_id).await?;
                 let decided = A::decide(&loaded.state, command);

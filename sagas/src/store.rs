@@ -239,9 +239,6 @@ pub(crate) async fn save_all<'a>(
     let mut sagas: Vec<&SagaRow> = sagas.into_iter().filter(|s| s.dirty).collect();
     sagas.sort_unstable_by_key(|s| s.order_id.as_uuid());
     for saga in sagas {
-        if !saga.dirty {
-            continue;
-        }
         let id = saga.order_id.as_uuid();
         if saga.corrupt {
             // Park it without touching the state this build cannot read.
