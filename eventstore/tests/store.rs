@@ -505,3 +505,52 @@ async fn a_follower_never_skips_events_that_commit_late() {
         "the order seen while writing equals a later full read"
     );
 }
+
+#[tokio::test]
+async fn events_committed_behind_an_open_transaction_are_pending_beyond_the_horizon() {
+    let env = TestEnv::new().await;
+    let store = EventStore::new(env.pool.clone());
+    let stream = format!("product-{}", Uuid::new_v4());
+    assert!(
+        !store.pending_beyond_horizon().await.expect("ask"),
+        "an empty log has nothing beyond the horizon"
+    );
+    append(
+        &store,
+        &stream,
+        ExpectedVersion::Any,
+        &[event(1)],
+        &Metadata::default(),
+        &[],
+    )
+    .await
+    .expect("append");
+    assert!(
+        !store.pending_beyond_horizon().await.expect("ask"),
+        "with no transaction open every committed event is below the horizon"
+    );
+
+    // A transaction that has written holds the horizon where it began.
+    let mut holder = env.client().await;
+    let open = holder.transaction().await.expect("begin");
+    open.execute("select pg_current_xact_id()", &[])
+        .await
+        .expect("take an id");
+    assert!(!store.pending_beyond_horizon().await.expect("ask"));
+    append(
+        &store,
+        &stream,
+        ExpectedVersion::Any,
+        &[event(2)],
+        &Metadata::default(),
+        &[],
+    )
+    .await
+    .expect("append behind the open transaction");
+    assert!(
+        store.pending_beyond_horizon().await.expect("ask"),
+        "an event committed after the open transaction began waits beyond the horizon"
+    );
+    open.rollback().await.expect("rollback");
+    assert!(!store.pending_beyond_horizon().await.expect("ask"));
+}
