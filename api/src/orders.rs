@@ -201,19 +201,16 @@ async fn place(
     idempotent(&state, &meta, "POST /orders", &body, |key| async {
         // The order rule needs the user and every product as they are now,
         // read from the event log (not the read models, which may lag).
-        let user = state
-            .executor
-            .load::<User>(&UserId::new(input.user_id).stream_id())
-            .await?
-            .state;
+        // One query reads whatever they have seen since this process cached them.
         let streams: Vec<String> = lines
             .iter()
             .map(|(product, _)| product.stream_id())
             .collect();
-        let products: Vec<_> = futures::future::try_join_all(
-            streams.iter().map(|s| state.executor.load::<Product>(s)),
-        )
-        .await?;
+        let (user, products) = state
+            .executor
+            .load_together::<User, Product>(&UserId::new(input.user_id).stream_id(), &streams)
+            .await?;
+        let user = user.state;
         let requested: Vec<_> = lines
             .iter()
             .zip(&products)

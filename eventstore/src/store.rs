@@ -254,6 +254,38 @@ impl EventStore {
         rows.iter().map(RecordedEvent::from_row).collect()
     }
 
+    /// The events of several streams after a version each, in one round
+    /// trip: ordered by stream (as given) and version. Loading what a
+    /// decision needs from many streams then costs one query, however many
+    /// streams it spans.
+    pub async fn read_stream_tails(
+        &self,
+        tails: &[(&str, u64)],
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if tails.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.pool.get().await?;
+        let sql = format!(
+            "select {} from unnest($1::text[], $2::bigint[]) with ordinality as t(stream_id, after, n)
+               join events e on e.stream_id = t.stream_id and e.version > t.after
+              order by t.n, e.version",
+            RecordedEvent::COLUMNS
+                .split(", ")
+                .map(|c| format!("e.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let statement = client.prepare_cached(&sql).await?;
+        let streams: Vec<&str> = tails.iter().map(|(s, _)| *s).collect();
+        let after: Vec<i64> = tails
+            .iter()
+            .map(|(_, v)| i64::try_from(*v).unwrap_or(i64::MAX))
+            .collect();
+        let rows = client.query(&statement, &[&streams, &after]).await?;
+        rows.iter().map(RecordedEvent::from_row).collect()
+    }
+
     /// Events of one stream as it stood at a position or time, in order.
     pub async fn read_stream_as_of(
         &self,

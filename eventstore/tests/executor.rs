@@ -375,3 +375,115 @@ async fn a_state_cached_in_one_process_and_changed_by_another_is_never_decided_o
     let state = here.load::<Product>(&product).await.expect("load");
     assert_eq!(state.version, 4);
 }
+
+#[tokio::test]
+async fn a_stream_another_process_created_is_never_taken_for_a_new_one() {
+    let env = TestEnv::new().await;
+    let here = Executor::new(EventStore::new(env.pool.clone()));
+    let there = Executor::new(EventStore::new(env.pool.clone()));
+    let ctx = CommandContext::default();
+
+    // Created there; nothing cached here. A second registration under the
+    // same id, decided here on the empty state first, must not land.
+    let (stream, command) = register("first@example.com");
+    there
+        .execute::<User>(&stream, command, &ctx)
+        .await
+        .expect("register there");
+    let again = UserCommand::Register {
+        user_id: UserId::new(stream.strip_prefix("user-").unwrap().parse().unwrap()),
+        email: Email::parse("second@example.com").expect("email"),
+        name: Name::parse("Bob").expect("name"),
+    };
+    let refused = here.execute::<User>(&stream, again, &ctx).await;
+    assert!(
+        matches!(
+            refused,
+            Err(ExecuteError::Rejected(
+                domain::user::UserError::AlreadyRegistered
+            ))
+        ),
+        "{refused:?}"
+    );
+
+    // A command that only an existing stream accepts: refused by the empty
+    // state here, so decided again on the stored one.
+    let product = create_product(&there, 5).await;
+    let reserved = here
+        .execute::<Product>(
+            &product,
+            ProductCommand::ReserveStock {
+                order_id: OrderId::new(Uuid::new_v4()),
+                quantity: Quantity::new(2).expect("qty"),
+            },
+            &ctx,
+        )
+        .await
+        .expect("reserve on a stream created elsewhere");
+    assert_eq!(reserved.version, 2);
+    let user = here.load::<User>(&stream).await.expect("load");
+    assert_eq!(user.version, 1, "the refused registration appended nothing");
+}
+
+#[tokio::test]
+async fn loading_streams_together_gives_what_loading_each_gives() {
+    let env = TestEnv::new().await;
+    let here = Executor::new(EventStore::new(env.pool.clone()));
+    let there = Executor::new(EventStore::new(env.pool.clone()));
+    let ctx = CommandContext::default();
+    let (user, command) = register("together@example.com");
+    here.execute::<User>(&user, command, &ctx)
+        .await
+        .expect("register");
+    let cached = create_product(&here, 10).await;
+    let stranger = create_product(&there, 3).await; // never cached here
+    let long = create_product(&there, 1000).await; // past a snapshot, elsewhere
+    for _ in 0..70 {
+        there
+            .execute::<Product>(
+                &long,
+                ProductCommand::ReserveStock {
+                    order_id: OrderId::new(Uuid::new_v4()),
+                    quantity: Quantity::new(1).expect("qty"),
+                },
+                &ctx,
+            )
+            .await
+            .expect("reserve");
+    }
+    // Changes the cached states here do not know of.
+    there
+        .execute::<User>(&user, UserCommand::Deactivate, &ctx)
+        .await
+        .expect("deactivate there");
+    there
+        .execute::<Product>(&cached, ProductCommand::Discontinue, &ctx)
+        .await
+        .expect("discontinue there");
+
+    let streams = vec![
+        cached.clone(),
+        stranger.clone(),
+        long.clone(),
+        cached.clone(),
+    ];
+    let (u, products) = here
+        .load_together::<User, Product>(&user, &streams)
+        .await
+        .expect("load together");
+    let fresh = Executor::new(EventStore::new(env.pool.clone()));
+    let alone = fresh.load::<User>(&user).await.expect("load");
+    assert_eq!((u.version, &u.state), (alone.version, &alone.state));
+    assert_eq!(u.version, 2);
+    assert_eq!(products.len(), 4);
+    for (stream, loaded) in streams.iter().zip(&products) {
+        let alone = fresh.load::<Product>(stream).await.expect("load");
+        assert_eq!(
+            (loaded.version, &loaded.state),
+            (alone.version, &alone.state),
+            "{stream}"
+        );
+    }
+    assert_eq!(products[0].version, 2, "the discontinuation is seen");
+    assert_eq!(products[2].version, 71);
+}
