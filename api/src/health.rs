@@ -104,7 +104,9 @@ async fn postgres_ready(state: &AppState) -> Result<bool, eventstore::StoreError
 async fn metrics(State(state): State<AppState>) -> Response {
     // Gauges that are cheapest to read at scrape time.
     if let Ok(client) = state.pool.get().await {
-        if let Ok(statuses) = projectors::status::projections(&**client).await {
+        if let Ok(statuses) =
+            projectors::status::projections_cached(&**client, &state.lag_cache).await
+        {
             for status in statuses {
                 let name = status.name.clone();
                 metrics::gauge!("ordo_projection_lag_events", "projection" => name.clone())
@@ -150,5 +152,7 @@ async fn projections(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<projectors::status::ProjectionStatus>>, ApiError> {
     let client = state.pool.get().await?;
-    Ok(Json(projectors::status::projections(&**client).await?))
+    Ok(Json(
+        projectors::status::projections_cached(&**client, &state.lag_cache).await?,
+    ))
 }

@@ -21,6 +21,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// How long `min_position` may wait.
     pub read_wait: Duration,
+    /// Recent counts of long projection lags (`/projections`, `/metrics`).
+    pub lag_cache: std::sync::Arc<projectors::status::LagCache>,
 }
 
 impl AppState {
@@ -35,6 +37,7 @@ impl AppState {
             nats,
             metrics: crate::metrics::handle(),
             read_wait: Duration::from_secs(5),
+            lag_cache: std::sync::Arc::default(),
         }
     }
 }
