@@ -167,17 +167,15 @@ mod tests {
         let cache = LagCache::default();
         assert_eq!(cache.recent("orders"), None, "nothing counted yet");
         cache.remember("orders", LAG_EXACT_BELOW - 1);
-        assert_eq!(cache.recent("orders"), None, "a short lag is always recounted");
+        assert_eq!(
+            cache.recent("orders"),
+            None,
+            "a short lag is always recounted"
+        );
         cache.remember("orders", 50_000);
         assert_eq!(cache.recent("orders"), Some(50_000));
         assert_eq!(cache.recent("users"), None, "per projection");
-        cache
-            .counts
-            .lock()
-            .unwrap()
-            .get_mut("orders")
-            .unwrap()
-            .0 -= LAG_RECOUNT_AFTER;
+        cache.counts.lock().unwrap().get_mut("orders").unwrap().0 -= LAG_RECOUNT_AFTER;
         assert_eq!(cache.recent("orders"), None, "an old count is recounted");
     }
 }

@@ -25,8 +25,9 @@ pub(crate) enum Outcome {
     Succeeded {
         /// Position of the last event it wrote (or first wrote, for a replay).
         position: Option<Position>,
-        /// Id of the last event it wrote now (none for a replay or a no-op).
-        last_event: Option<uuid::Uuid>,
+        /// Ids of the events it wrote now, in order (none for a replay or
+        /// a no-op).
+        events: Vec<uuid::Uuid>,
     },
     /// A product refused a reservation: the business answer the saga waits for.
     Refused(SagaInput),
@@ -96,7 +97,7 @@ pub(crate) async fn execute(
             match result {
                 Ok(done) => Outcome::Succeeded {
                     position: done.position,
-                    last_event: done.event_ids.last().copied(),
+                    events: done.event_ids,
                 },
                 Err(ExecuteError::Rejected(e)) => product_refusal(command, e),
                 Err(e) => failure(e),
@@ -116,18 +117,15 @@ pub(crate) async fn execute(
                 executor
                     .execute::<UnpaidOrder>(&stream, order_command, ctx)
                     .await
-                    .map(|done| (done.position, done.event_ids.last().copied()))
+                    .map(|done| (done.position, done.event_ids))
             } else {
                 executor
                     .execute::<Order>(&stream, order_command, ctx)
                     .await
-                    .map(|done| (done.position, done.event_ids.last().copied()))
+                    .map(|done| (done.position, done.event_ids))
             };
             match result {
-                Ok((position, last_event)) => Outcome::Succeeded {
-                    position,
-                    last_event,
-                },
+                Ok((position, events)) => Outcome::Succeeded { position, events },
                 Err(ExecuteError::Rejected(e)) => match executor.load::<Order>(&stream).await {
                     Ok(loaded) => Outcome::OrderMovedOn {
                         observed: observations(&loaded.state),

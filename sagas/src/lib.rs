@@ -27,6 +27,7 @@
 
 pub mod clock;
 mod commands;
+mod echoes;
 pub mod error;
 pub mod hooks;
 mod input;

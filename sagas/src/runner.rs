@@ -19,6 +19,8 @@
 //!   Only then do the commands run. A message at or below the checkpoint (by
 //!   sequence or log position) or whose id was handled before is a no-op, so
 //!   redelivery, a reset checkpoint or a republished event changes nothing.
+//!   The echo of a command this runner ran (the event it wrote) is skipped
+//!   when its success was already fed: see [`crate::echoes`].
 //! - **Commands** run through the event store's executor with their
 //!   deterministic ids, one at a time per order, each answer fed back to the
 //!   state machine in its own transaction. A queued command is checked
@@ -63,6 +65,7 @@ use uuid::Uuid;
 
 use crate::clock::{Clock, SystemClock};
 use crate::commands::{self, Outcome, StreamLocks};
+use crate::echoes::Echoes;
 use crate::error::SagaError;
 use crate::hooks::{Hooks, Injected, Step};
 use crate::input::{classify, Classified, Incoming};
@@ -144,6 +147,9 @@ pub struct SagaStats {
     pub messages: AtomicU64,
     /// Messages skipped as already handled.
     pub duplicates: AtomicU64,
+    /// Messages skipped as echoes of this runner's own commands, whose
+    /// success it had already fed to the saga.
+    pub echoes: AtomicU64,
     /// Messages that were not ordo envelopes.
     pub malformed: AtomicU64,
     /// Commands the state machine issued (re-issues included).
@@ -184,6 +190,7 @@ impl SagaRunner {
                 stream_locks: Arc::default(),
                 permits,
                 feeder: std::sync::Mutex::new(None),
+                echoes: Echoes::default(),
             },
         }
     }
@@ -334,6 +341,8 @@ pub(crate) struct Engine {
     permits: Arc<Semaphore>,
     /// Where command outcomes go to be written together, while a term runs.
     feeder: std::sync::Mutex<Option<mpsc::UnboundedSender<FeedRequest>>>,
+    /// Events this runner's commands wrote, whose messages need no handling.
+    echoes: Echoes,
 }
 
 /// A command's outcome waiting to be fed to its saga.
@@ -474,6 +483,10 @@ impl Engine {
             }
             next.position = incoming.position;
             newest = incoming.time.or(newest);
+            if self.echoes.take(&incoming.id) {
+                self.stats.echoes.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             if let Some((order_id, input)) = target {
                 relevant.push((incoming, order_id, input));
             }
@@ -714,11 +727,11 @@ impl Engine {
         };
         let mut written_event = None;
         let (inputs, park_if_pending, written) = match outcome {
-            Outcome::Succeeded {
-                position,
-                last_event,
-            } => {
-                written_event = last_event;
+            Outcome::Succeeded { position, events } => {
+                written_event = events.last().copied();
+                // Their messages will tell the saga nothing the outcome
+                // fed below does not; the consumer may skip them.
+                self.echoes.expect(&events);
                 (
                     vec![SagaInput::CommandSucceeded {
                         command_id: id.clone(),

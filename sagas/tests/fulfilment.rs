@@ -293,6 +293,11 @@ async fn order_placed_delivered_twice_and_again_much_later_starts_one_saga() {
     })
     .await;
     assert!(sagas.stats.duplicates.load(Ordering::SeqCst) >= 1);
+    // The events of its own commands (two reservations, the confirmation)
+    // came back as echoes of successes it had fed already, mostly: one that
+    // overtook its command's answer is handled like any message.
+    let echoes = sagas.stats.echoes.load(Ordering::SeqCst);
+    assert!((1..=3).contains(&echoes), "{echoes}");
     sagas.stop().await;
 
     // Even with the checkpoint gone the whole stream is read again, and the
@@ -315,8 +320,13 @@ async fn order_placed_delivered_twice_and_again_much_later_starts_one_saga() {
         if reset.contains("processed") {
             assert!(handled >= 4, "the messages were handled again: {handled}");
         } else {
-            assert_eq!(handled, 0, "handled ids make every message a no-op");
-            assert!(skipped >= 4, "{skipped}");
+            // Echoes were skipped, not recorded as handled: read again, they
+            // go to the state machine, which has seen them.
+            assert_eq!(
+                handled, echoes,
+                "handled ids make every other message a no-op"
+            );
+            assert!(skipped + echoes >= 4, "{skipped}");
         }
         sagas.stop().await;
         let view = h.saga(order).await.unwrap();
