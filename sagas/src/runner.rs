@@ -22,8 +22,9 @@
 //!   The echo of a command this runner ran (the event it wrote) is skipped
 //!   when its success was already fed: see [`crate::echoes`].
 //! - **Commands** run through the event store's executor with their
-//!   deterministic ids, one at a time per order, each answer fed back to the
-//!   state machine in its own transaction. A queued command is checked
+//!   deterministic ids, one at a time per order (stock commands issued
+//!   together, on different products, at once), their answers fed back to
+//!   the state machine together. A queued command is checked
 //!   against the saga's current state before it runs. Transient failures are
 //!   retried with backoff in-process, then reported as `CommandFailed`; the
 //!   state machine decides whether to try again or (compensations) to give
@@ -51,7 +52,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::pull::OrderedConfig, consumer::DeliverPolicy};
 use chrono::Utc;
-use domain::fulfilment::{SagaCommand, SagaConfig, SagaInput, SagaPhase};
+use domain::fulfilment::{SagaCommand, SagaCommandKind, SagaConfig, SagaInput, SagaPhase};
 use domain::ids::OrderId;
 use eventstore::executor::{CommandContext, Executor};
 use eventstore::nats::{ensure_stream, BusError, StreamName, SubjectPrefix};
@@ -638,10 +639,36 @@ impl Engine {
             .collect())
     }
 
-    /// Runs one queued command and records its outcome; returns the
-    /// commands that led to.
-    #[tracing::instrument(level = "debug", skip_all, fields(%order_id, command_id = %work.command.command_id))]
-    async fn perform(&self, order_id: OrderId, work: Work) -> Result<Vec<Work>, TermError> {
+    /// Runs queued commands of one order at once (commands on different
+    /// streams that the state machine issued together) and records their
+    /// outcomes together, so the saga row is written once for all of them;
+    /// returns the commands that led to.
+    #[tracing::instrument(level = "debug", skip_all, fields(%order_id, commands = works.len()))]
+    async fn perform(&self, order_id: OrderId, works: Vec<Work>) -> Result<Vec<Work>, TermError> {
+        let runs = works.iter().map(|work| self.run_work(order_id, work));
+        let outcomes = futures::future::try_join_all(runs).await?;
+        let mut requests = Vec::new();
+        for (work, outcomes) in works.iter().zip(outcomes) {
+            crash_on(self.hooks.check(&Step::AfterCommand {
+                order_id,
+                command_id: work.command.command_id.clone(),
+            }))?;
+            for outcome in outcomes {
+                requests.push(self.outcome_request(order_id, work, outcome));
+            }
+        }
+        let follow = self.feed(requests).await?;
+        for work in &works {
+            crash_on(self.hooks.check(&Step::OutcomeCommitted {
+                order_id,
+                command_id: work.command.command_id.clone(),
+            }))?;
+        }
+        Ok(follow)
+    }
+
+    /// Runs one command (as many times as the hooks say); its outcomes.
+    async fn run_work(&self, order_id: OrderId, work: &Work) -> Result<Vec<Outcome>, TermError> {
         if !work.delay.is_zero() {
             tokio::time::sleep(work.delay).await;
         }
@@ -659,7 +686,7 @@ impl Engine {
             Err(Injected::Crash) => return Err(TermError::Injected),
         };
         let ctx = CommandContext {
-            command_id: Some(command_id.clone()),
+            command_id: Some(command_id),
             correlation_id: work.correlation,
             causation_id: work.cause,
             trace_id: None,
@@ -672,19 +699,7 @@ impl Engine {
                 self.run_with_retries(&work.command, &ctx).await
             });
         }
-        crash_on(self.hooks.check(&Step::AfterCommand {
-            order_id,
-            command_id: command_id.clone(),
-        }))?;
-        let mut follow = Vec::new();
-        for outcome in outcomes {
-            follow.extend(self.record_outcome(order_id, &work, outcome).await?);
-        }
-        crash_on(self.hooks.check(&Step::OutcomeCommitted {
-            order_id,
-            command_id,
-        }))?;
-        Ok(follow)
+        Ok(outcomes)
     }
 
     /// Runs a command, retrying transient failures with backoff.
@@ -712,13 +727,8 @@ impl Engine {
         }
     }
 
-    /// Feeds a command's outcome to its saga.
-    async fn record_outcome(
-        &self,
-        order_id: OrderId,
-        work: &Work,
-        outcome: Outcome,
-    ) -> Result<Vec<Work>, TermError> {
+    /// What feeding a command's outcome to its saga takes.
+    fn outcome_request(&self, order_id: OrderId, work: &Work, outcome: Outcome) -> FeedRequest {
         let command = &work.command;
         let id = command.command_id.clone();
         let failed = |error: String| SagaInput::CommandFailed {
@@ -730,7 +740,7 @@ impl Engine {
             Outcome::Succeeded { position, events } => {
                 written_event = events.last().copied();
                 // Their messages will tell the saga nothing the outcome
-                // fed below does not; the consumer may skip them.
+                // fed now does not; the consumer may skip them.
                 self.echoes.expect(&events);
                 (
                     vec![SagaInput::CommandSucceeded {
@@ -758,68 +768,59 @@ impl Engine {
                 None,
             ),
         };
-        self.feed(
+        FeedRequest {
             order_id,
-            &inputs,
-            Cause {
+            inputs,
+            cause: Cause {
                 event: work.cause,
                 written,
                 written_event,
             },
-            park_if_pending.map(|r| (id, r)),
-        )
-        .await
+            park_if_pending: park_if_pending.map(|r| (id, r)),
+            reply: oneshot::channel().0,
+        }
     }
 
-    /// Feeds a saga `inputs`; parks it if `park_if_pending`'s command is
-    /// still pending afterwards. While a term runs, the outcomes of all
-    /// running commands are written together by the feeder (one transaction
-    /// for many, instead of one each); otherwise directly.
-    async fn feed(
-        &self,
-        order_id: OrderId,
-        inputs: &[SagaInput],
-        cause: Cause,
-        park_if_pending: Option<(String, String)>,
-    ) -> Result<Vec<Work>, TermError> {
+    /// Feeds outcomes to their sagas; returns the commands they led to.
+    /// While a term runs, the outcomes of all running commands are written
+    /// together by the feeder (one transaction for many, instead of one
+    /// each); the ones given here at once go to it at once, so they share a
+    /// transaction. Otherwise they are written directly.
+    async fn feed(&self, requests: Vec<FeedRequest>) -> Result<Vec<Work>, TermError> {
         let feeder = self
             .feeder
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let Some(feeder) = feeder else {
-            let request = FeedRequest {
-                order_id,
-                inputs: inputs.to_vec(),
-                cause,
-                park_if_pending,
-                reply: oneshot::channel().0,
-            };
-            let mut works = self.feed_many(vec![request]).await?;
-            return Ok(works.pop().unwrap_or_default());
+            let works = self.feed_many(requests).await?;
+            return Ok(works.into_iter().flatten().collect());
         };
-        let (reply, answer) = oneshot::channel();
-        let request = FeedRequest {
-            order_id,
-            inputs: inputs.to_vec(),
-            cause,
-            park_if_pending,
-            reply,
+        let stopped = || {
+            TermError::Saga(SagaError::Store(eventstore::StoreError::Internal(
+                "the outcome feeder stopped".into(),
+            )))
         };
-        if feeder.send(request).is_err() {
-            return Err(TermError::Saga(SagaError::Store(
-                eventstore::StoreError::Internal("the outcome feeder stopped".into()),
-            )));
+        let mut answers = Vec::with_capacity(requests.len());
+        for mut request in requests {
+            let (reply, answer) = oneshot::channel();
+            request.reply = reply;
+            feeder.send(request).map_err(|_| stopped())?;
+            answers.push(answer);
         }
-        match answer.await {
-            Ok(Ok(works)) => Ok(works),
-            Ok(Err(e)) => Err(TermError::Saga(SagaError::Store(
-                eventstore::StoreError::Internal(e),
-            ))),
-            Err(_) => Err(TermError::Saga(SagaError::Store(
-                eventstore::StoreError::Internal("the outcome feeder stopped".into()),
-            ))),
+        let mut follow = Vec::new();
+        for answer in answers {
+            match answer.await {
+                Ok(Ok(works)) => follow.extend(works),
+                Ok(Err(e)) => {
+                    return Err(TermError::Saga(SagaError::Store(
+                        eventstore::StoreError::Internal(e),
+                    )))
+                }
+                Err(_) => return Err(stopped()),
+            }
         }
+        Ok(follow)
     }
 
     /// Feeds many outcomes in one transaction; returns each one's follow-up
@@ -1151,19 +1152,57 @@ impl Drop for FeederGuard {
 }
 
 /// Runs an order's queued commands one after another until none are left.
+/// What a driver runs next: the first queued command and, when it is a
+/// stock command, the stock commands queued right behind it on other
+/// products. Those were issued together (an order's reservations, its
+/// releases) and touch different streams, so they run at once; an order
+/// command waits for what was queued before it, as the state machine asked.
+fn next_works(queue: &mut VecDeque<Work>) -> Vec<Work> {
+    let Some(first) = queue.pop_front() else {
+        return Vec::new();
+    };
+    let mut works = vec![first];
+    if !is_stock_command(&works[0]) {
+        return works;
+    }
+    while let Some(next) = queue.front() {
+        let stream = commands::target_stream(&next.command);
+        if !is_stock_command(next)
+            || works
+                .iter()
+                .any(|w| commands::target_stream(&w.command) == stream)
+        {
+            break;
+        }
+        works.extend(queue.pop_front());
+    }
+    works
+}
+
+fn is_stock_command(work: &Work) -> bool {
+    matches!(
+        work.command.kind,
+        SagaCommandKind::ReserveStock { .. }
+            | SagaCommandKind::ReleaseStock { .. }
+            | SagaCommandKind::ShipStock { .. }
+    )
+}
+
 async fn drive(engine: Arc<Engine>, queues: Queues, order_id: OrderId) -> Result<(), TermError> {
     loop {
-        let work = {
+        let works = {
             let mut queues = queues.lock().unwrap_or_else(|p| p.into_inner());
-            match queues.get_mut(&order_id).and_then(VecDeque::pop_front) {
-                Some(work) => work,
-                None => {
-                    queues.remove(&order_id);
-                    return Ok(());
-                }
+            let works = queues
+                .get_mut(&order_id)
+                .map(next_works)
+                .unwrap_or_default();
+            if works.is_empty() {
+                queues.remove(&order_id);
+                return Ok(());
             }
+            works
         };
-        let follow = engine.perform(order_id, work).await?;
+        let follow = engine.perform(order_id, works).await?;
         if !follow.is_empty() {
             let mut queues = queues.lock().unwrap_or_else(|p| p.into_inner());
             push_unique(queues.entry(order_id).or_default(), follow);
@@ -1188,6 +1227,60 @@ mod tests {
     use domain::values::Quantity;
     use eventstore::EventStore;
     use test_support::TestEnv;
+
+    fn work(id: &str, kind: SagaCommandKind) -> Work {
+        Work {
+            command: SagaCommand {
+                command_id: id.to_owned(),
+                kind,
+            },
+            cause: None,
+            correlation: None,
+            delay: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn stock_commands_queued_together_run_together_and_order_commands_alone() {
+        let order_id = OrderId::new(Uuid::new_v4());
+        let (p1, p2) = (
+            ProductId::new(Uuid::new_v4()),
+            ProductId::new(Uuid::new_v4()),
+        );
+        let reserve = |product_id| SagaCommandKind::ReserveStock {
+            product_id,
+            order_id,
+            quantity: Quantity::new(1).unwrap(),
+        };
+        let release = |product_id| SagaCommandKind::ReleaseStock {
+            product_id,
+            order_id,
+        };
+        let ids = |works: Vec<Work>| -> Vec<String> {
+            works.into_iter().map(|w| w.command.command_id).collect()
+        };
+        let mut queue: VecDeque<Work> = [
+            work("reserve:0", reserve(p1)),
+            work("reserve:1", reserve(p2)),
+            work("confirm", SagaCommandKind::ConfirmOrder { order_id }),
+            work("release:0", release(p1)),
+            work("release:0 again", release(p1)),
+            work("release:1", release(p2)),
+        ]
+        .into();
+        assert_eq!(ids(next_works(&mut queue)), ["reserve:0", "reserve:1"]);
+        assert_eq!(ids(next_works(&mut queue)), ["confirm"]);
+        assert_eq!(
+            ids(next_works(&mut queue)),
+            ["release:0"],
+            "never two commands on one stream at once"
+        );
+        assert_eq!(
+            ids(next_works(&mut queue)),
+            ["release:0 again", "release:1"]
+        );
+        assert!(next_works(&mut queue).is_empty());
+    }
 
     /// Sagas awaiting payment, stored with their timers, as the runner
     /// would have left them.
