@@ -93,6 +93,13 @@ pub struct HttpArgs {
         default_value = "127.0.0.1:8080"
     )]
     pub http_addr: SocketAddr,
+    /// PostgreSQL connections the HTTP API uses (its own, apart from the
+    /// relay's, projectors' and saga's). Requests beyond wait their turn:
+    /// on a machine whose CPUs are saturated, that keeps the API from
+    /// admitting orders faster than the saga and projectors can follow.
+    #[arg(long = "api-connections", env = "ORDO_API_CONNECTIONS", default_value_t = 8,
+          value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub api_connections: u16,
 }
 
 /// Saga settings.
@@ -323,6 +330,23 @@ mod tests {
         assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
         assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
         assert!(parse_duration("a while").is_err());
+    }
+
+    #[test]
+    fn the_api_takes_a_positive_number_of_connections() {
+        let connections = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Up { http, .. }) | Ok(Command::Api { http }) => Ok(http.api_connections),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(connections(&["ordo", "up"]), Ok(8));
+        assert_eq!(
+            connections(&["ordo", "api", "--api-connections", "32"]),
+            Ok(32)
+        );
+        let error = connections(&["ordo", "up", "--api-connections", "0"]).unwrap_err();
+        assert!(error.contains("api-connections"), "{error}");
+        assert!(connections(&["ordo", "up", "--api-connections", "many"]).is_err());
     }
 
     #[test]

@@ -221,7 +221,12 @@ async fn up(global: &GlobalArgs, http: &HttpArgs, saga: &SagaArgs) -> anyhow::Re
         &Projection::ALL,
         &shutdown,
     );
-    let state = api::AppState::new(connections.pool.clone(), connections.nats.clone());
+    let state = api::AppState::new(
+        global
+            .database_url
+            .pool(usize::from(http.api_connections))?,
+        connections.nats.clone(),
+    );
     roles.spawn(
         "saga",
         saga_role(
@@ -241,7 +246,12 @@ async fn api(global: &GlobalArgs, http: &HttpArgs) -> anyhow::Result<()> {
     let connections = connect(global, "ordo-api").await?;
     let listener = bind(http).await?;
     let mut roles = Roles::new(shutdown.clone());
-    let state = api::AppState::new(connections.pool.clone(), connections.nats.clone());
+    let state = api::AppState::new(
+        global
+            .database_url
+            .pool(usize::from(http.api_connections))?,
+        connections.nats.clone(),
+    );
     roles.spawn("api", api_role(state, listener, shutdown));
     roles.run_until_stopped().await
 }

@@ -266,10 +266,12 @@ pub async fn wait_for(
     timeout: Duration,
 ) -> Result<bool, StoreError> {
     let deadline = Instant::now() + timeout;
-    let client = pool.get().await?;
     let mut pause = Duration::from_millis(1);
     loop {
-        if applied_through(&**client, projection).await? >= position {
+        // A connection per look, not held while waiting: readers waiting
+        // for a lagging projection must not take the pool from commands.
+        let applied = applied_through(&**pool.get().await?, projection).await?;
+        if applied >= position {
             return Ok(true);
         }
         let now = Instant::now();
