@@ -391,7 +391,12 @@ async fn a_stream_another_process_created_is_never_taken_for_a_new_one() {
         .await
         .expect("register there");
     let again = UserCommand::Register {
-        user_id: UserId::new(stream.strip_prefix("user-").unwrap().parse().unwrap()),
+        user_id: UserId::new(
+            stream
+                .strip_prefix("user-")
+                .and_then(|id| id.parse().ok())
+                .expect("a user stream id"),
+        ),
         email: Email::parse("second@example.com").expect("email"),
         name: Name::parse("Bob").expect("name"),
     };

@@ -160,6 +160,7 @@ async fn projections_with<C: GenericClient>(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

@@ -63,7 +63,10 @@ impl Echoes {
     /// How many are awaited.
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.expected.lock().unwrap().len()
+        self.expected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 }
 
