@@ -140,6 +140,22 @@ async fn check(h: &Harness, scenario: Scenario, case: &Case) {
     assert!(!view.needs_attention);
 }
 
+/// True for the handling of an event that a command of the saga writes:
+/// an echo, which the runner may skip (see `sagas::echoes`).
+fn is_echo(label: &str) -> bool {
+    label.strip_prefix("committed ").is_some_and(|event_type| {
+        [
+            "StockReserved",
+            "StockReleased",
+            "StockShipped",
+            "OrderConfirmed",
+            "OrderRejected",
+            "OrderCancelled",
+        ]
+        .contains(&event_type)
+    })
+}
+
 /// A step of one order, told apart from its repetitions: `("committed
 /// StockReserved", 1)` is the second such step.
 type StepId = (String, usize);
@@ -191,11 +207,30 @@ async fn crash_at_every_step(scenario: Scenario) {
         begin(&h, scenario, &mut case, user).await;
         *target.lock().unwrap() = case.order;
         let doomed = h.start(h.runner(hook(target.clone(), Some(step.clone()), Arc::default())));
-        let result = doomed.crashed(Duration::from_secs(20)).await;
-        assert!(
-            matches!(result, Err(SagaError::Injected)),
-            "{step:?}: {result:?}"
-        );
+        if is_echo(&step.0) {
+            // The message of an event the runner's own command wrote is
+            // skipped when the command's outcome was fed first, which is
+            // a race: this step may not come again. Then the order simply
+            // goes its way.
+            match doomed.crashed_or_running(Duration::from_secs(5)).await {
+                Ok(result) => assert!(
+                    matches!(result, Err(SagaError::Injected)),
+                    "{step:?}: {result:?}"
+                ),
+                Err(running) => {
+                    check(&h, scenario, &case).await;
+                    h.caught_up().await;
+                    running.stop().await;
+                    continue;
+                }
+            }
+        } else {
+            let result = doomed.crashed(Duration::from_secs(20)).await;
+            assert!(
+                matches!(result, Err(SagaError::Injected)),
+                "{step:?}: {result:?}"
+            );
+        }
         let sagas = h.start_sagas();
         check(&h, scenario, &case).await;
         h.caught_up().await;

@@ -62,6 +62,19 @@ impl RunningSagas {
         self.running.stop().await.expect("runner ends cleanly");
     }
 
+    /// Waits up to `within` for the runner to end by itself (an injected
+    /// crash); gives it back still running if it did not.
+    pub async fn crashed_or_running(
+        self,
+        within: Duration,
+    ) -> Result<Result<(), SagaError>, RunningSagas> {
+        let RunningSagas { mut running, stats } = self;
+        match tokio::time::timeout(within, &mut running.task).await {
+            Ok(result) => Ok(result.expect("runner task")),
+            Err(_) => Err(RunningSagas { running, stats }),
+        }
+    }
+
     /// Waits for the runner to end by itself (an injected crash).
     pub async fn crashed(self, within: Duration) -> Result<(), SagaError> {
         match tokio::time::timeout(within, self.running.task).await {
