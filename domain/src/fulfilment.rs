@@ -190,6 +190,28 @@ pub enum SagaCommandKind {
     },
 }
 
+impl SagaCommandKind {
+    /// What the command does, in a few words, for the history.
+    pub fn describe(&self) -> String {
+        match self {
+            SagaCommandKind::ReserveStock {
+                product_id,
+                quantity,
+                ..
+            } => format!("reserve {quantity} of product {product_id}"),
+            SagaCommandKind::ReleaseStock { product_id, .. } => {
+                format!("release the stock held on product {product_id}")
+            }
+            SagaCommandKind::ShipStock { product_id, .. } => {
+                format!("ship the stock held on product {product_id}")
+            }
+            SagaCommandKind::ConfirmOrder { .. } => "confirm the order".to_owned(),
+            SagaCommandKind::RejectOrder { reason, .. } => format!("reject the order: {reason}"),
+            SagaCommandKind::CancelOrder { reason, .. } => format!("cancel the order: {reason}"),
+        }
+    }
+}
+
 /// A saga command as a command on one aggregate, for the runner to execute.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DomainCommand {
@@ -948,7 +970,7 @@ impl Run<'_> {
             return;
         }
         let compensation = command.is_compensation();
-        let detail = format!("{:?}", command.kind);
+        let detail = command.kind.describe();
         self.record(
             StepKind::Issued,
             Some(&command.command_id),
@@ -1627,6 +1649,25 @@ mod tests {
             ),
             _ => unreachable!(),
         }
+    }
+
+    #[test]
+    fn issued_commands_are_described_in_a_few_words() {
+        let order_id = OrderId::new(uuid::Uuid::nil());
+        let product_id = ProductId::new(uuid::Uuid::max());
+        let reserve = SagaCommandKind::ReserveStock {
+            product_id,
+            order_id,
+            quantity: Quantity::new(3).unwrap(),
+        };
+        assert_eq!(
+            reserve.describe(),
+            format!("reserve 3 of product {product_id}")
+        );
+        assert_eq!(
+            SagaCommandKind::ConfirmOrder { order_id }.describe(),
+            "confirm the order"
+        );
     }
 
     #[test]
