@@ -131,7 +131,9 @@ pub struct ProjectionState {
     /// The last event applied.
     #[schema(value_type = crate::doc::PositionDoc)]
     pub position: String,
-    /// Committed events not applied yet.
+    /// Committed events not applied yet (up to a million). A lag under a
+    /// thousand events is counted on every call; a longer one is recounted
+    /// at most once a second.
     pub lag_events: i64,
     /// Age of the oldest of them.
     pub lag_seconds: f64,
