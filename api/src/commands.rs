@@ -151,6 +151,23 @@ pub fn context(
     }
 }
 
+/// A command on an existing aggregate, idempotent under `route`, answered
+/// `200 OK` with its new version and position.
+pub async fn update<A: Aggregate>(
+    state: &AppState,
+    meta: &RequestMeta,
+    id: Uuid,
+    route: &str,
+    body: &[u8],
+    command: A::Command,
+) -> Result<Response, ApiError> {
+    idempotent(state, meta, route, body, |key| async {
+        let (_, answer) = execute::<A>(state, id, command, &context(meta, None, key)).await?;
+        Ok((StatusCode::OK, answer))
+    })
+    .await
+}
+
 /// Executes a command and shapes the answer.
 pub async fn execute<A: Aggregate>(
     state: &AppState,

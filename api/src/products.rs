@@ -15,7 +15,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::commands::{context, execute, idempotent, new_id, request_hash, CommandResponse};
+use crate::commands::{
+    context, execute, idempotent, new_id, request_hash, update, CommandResponse,
+};
 use crate::doc::ProductDoc;
 use crate::error::responses::{
     BadRequest, Conflict, NotFound, PayloadTooLarge, Unavailable, UnsupportedMediaType, Validation,
@@ -180,17 +182,13 @@ async fn restock(
 ) -> Result<Response, ApiError> {
     let input: Restock = json_body(&headers, &body)?;
     let quantity = input.quantity.quantity("quantity")?;
-    idempotent(
+    update::<Product>(
         &state,
         &meta,
+        id,
         &format!("POST /products/{id}/restock"),
         &body,
-        |key| async {
-            let command = ProductCommand::Restock { quantity };
-            let (_, answer) =
-                execute::<Product>(&state, id, command, &context(&meta, None, key)).await?;
-            Ok((StatusCode::OK, answer))
-        },
+        ProductCommand::Restock { quantity },
     )
     .await
 }
@@ -211,17 +209,13 @@ async fn change_price(
 ) -> Result<Response, ApiError> {
     let input: ChangePrice = json_body(&headers, &body)?;
     let price = input.price.money("price")?;
-    idempotent(
+    update::<Product>(
         &state,
         &meta,
+        id,
         &format!("POST /products/{id}/price"),
         &body,
-        |key| async {
-            let command = ProductCommand::ChangePrice { price };
-            let (_, answer) =
-                execute::<Product>(&state, id, command, &context(&meta, None, key)).await?;
-            Ok((StatusCode::OK, answer))
-        },
+        ProductCommand::ChangePrice { price },
     )
     .await
 }
@@ -238,21 +232,13 @@ async fn discontinue(
     IdPath(id): IdPath,
     Body(body): Body,
 ) -> Result<Response, ApiError> {
-    idempotent(
+    update::<Product>(
         &state,
         &meta,
+        id,
         &format!("POST /products/{id}/discontinue"),
         &body,
-        |key| async {
-            let (_, answer) = execute::<Product>(
-                &state,
-                id,
-                ProductCommand::Discontinue,
-                &context(&meta, None, key),
-            )
-            .await?;
-            Ok((StatusCode::OK, answer))
-        },
+        ProductCommand::Discontinue,
     )
     .await
 }

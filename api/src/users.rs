@@ -15,7 +15,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::commands::{context, execute, idempotent, new_id, request_hash, CommandResponse};
+use crate::commands::{
+    context, execute, idempotent, new_id, request_hash, update, CommandResponse,
+};
 use crate::doc::{OrderDoc, UserDoc};
 use crate::error::responses::{
     BadRequest, Conflict, NotFound, PayloadTooLarge, Unavailable, UnsupportedMediaType, Validation,
@@ -176,21 +178,13 @@ async fn rename(
 ) -> Result<Response, ApiError> {
     let input: RenameUser = json_body(&headers, &body)?;
     let name = Name::parse(&input.name).map_err(validation("name"))?;
-    idempotent(
+    update::<User>(
         &state,
         &meta,
+        id,
         &format!("POST /users/{id}/rename"),
         &body,
-        |key| async {
-            let (_, answer) = execute::<User>(
-                &state,
-                id,
-                UserCommand::Rename { name },
-                &context(&meta, None, key),
-            )
-            .await?;
-            Ok((StatusCode::OK, answer))
-        },
+        UserCommand::Rename { name },
     )
     .await
 }
@@ -207,21 +201,13 @@ async fn deactivate(
     IdPath(id): IdPath,
     Body(body): Body,
 ) -> Result<Response, ApiError> {
-    idempotent(
+    update::<User>(
         &state,
         &meta,
+        id,
         &format!("POST /users/{id}/deactivate"),
         &body,
-        |key| async {
-            let (_, answer) = execute::<User>(
-                &state,
-                id,
-                UserCommand::Deactivate,
-                &context(&meta, None, key),
-            )
-            .await?;
-            Ok((StatusCode::OK, answer))
-        },
+        UserCommand::Deactivate,
     )
     .await
 }

@@ -266,18 +266,6 @@ impl EventStore {
             return Ok(Vec::new());
         }
         let client = self.pool.get().await?;
-        let sql = format!(
-            "select {} from unnest($1::text[], $2::bigint[]) with ordinality as t(stream_id, after, n)
-               cross join lateral (select * from events e
-                                    where e.stream_id = t.stream_id and e.version > t.after
-                                    order by e.version) e
-              order by t.n, e.version",
-            RecordedEvent::COLUMNS
-                .split(", ")
-                .map(|c| format!("e.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
         let streams: Vec<&str> = tails.iter().map(|(s, _)| *s).collect();
         let after: Vec<i64> = tails
             .iter()
@@ -289,7 +277,7 @@ impl EventStore {
         // database under load is a minute away. Planning it costs ~0.1 ms.
         let rows = client
             .query_typed(
-                &sql,
+                &STREAM_TAILS_SQL,
                 &[
                     (&streams, tokio_postgres::types::Type::TEXT_ARRAY),
                     (&after, tokio_postgres::types::Type::INT8_ARRAY),
@@ -893,6 +881,22 @@ impl LogRow for RecordedEvent {
         self.position
     }
 }
+
+/// The query of [`EventStore::read_stream_tails`].
+static STREAM_TAILS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "select {} from unnest($1::text[], $2::bigint[]) with ordinality as t(stream_id, after, n)
+           cross join lateral (select * from events e
+                                where e.stream_id = t.stream_id and e.version > t.after
+                                order by e.version) e
+          order by t.n, e.version",
+        RecordedEvent::COLUMNS
+            .split(", ")
+            .map(|c| format!("e.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+});
 
 #[cfg(test)]
 mod tests {
