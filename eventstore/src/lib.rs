@@ -5,6 +5,7 @@
 //! - [`position`]: positions in the global log and their tokens.
 //! - [`event`]: events as stored and read back, with their metadata.
 //! - [`store`]: [`EventStore`]: appends, stream and log reads, snapshots.
+//! - [`group`]: group commit: concurrent appends written in one statement.
 //! - [`follow`]: a cursor following the log in order, waiting for more.
 //! - [`executor`]: load, decide, append, retry on conflict.
 //! - [`notify`]: waking log readers after appends, without serialising writers.
@@ -19,6 +20,7 @@ pub mod error;
 pub mod event;
 pub mod executor;
 pub mod follow;
+pub mod group;
 pub mod migrations;
 pub mod nats;
 pub mod notify;

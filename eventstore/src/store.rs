@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::error::StoreError;
 use crate::event::{Metadata, NewEvent, RecordedEvent};
+use crate::group::{GroupAppender, GroupStats};
 use crate::notify::Notifier;
 use crate::position::Position;
 
@@ -140,6 +141,7 @@ pub struct HorizonHolder {
 pub struct EventStore {
     pool: deadpool_postgres::Pool,
     notifier: Notifier,
+    group: GroupAppender,
 }
 
 impl std::fmt::Debug for EventStore {
@@ -157,7 +159,12 @@ impl EventStore {
     /// notifier task).
     pub fn new(pool: deadpool_postgres::Pool) -> EventStore {
         let notifier = Notifier::spawn(pool.clone());
-        EventStore { pool, notifier }
+        let group = GroupAppender::spawn(pool.clone(), notifier.clone());
+        EventStore {
+            pool,
+            notifier,
+            group,
+        }
     }
 
     /// The pool, for queries of other crates.
@@ -181,26 +188,20 @@ impl EventStore {
                 "an append needs at least one event".into(),
             ));
         }
-        let client = self.pool.get().await?;
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            match append_once(&client, &request).await {
-                Err(StoreError::Conflict { .. })
-                    if request.expected == ExpectedVersion::Any && attempts < ANY_RETRIES =>
-                {
-                    continue
-                }
-                Ok(appended) => {
-                    if !appended.replayed {
-                        self.notifier.poke();
-                    }
-                    return Ok(appended);
-                }
-                Err(StoreError::AlreadyExecuted(done)) => return Ok(*done),
-                Err(e) => return Err(e),
-            }
+        if GroupAppender::takes(&request) {
+            return self.group.append(&request).await;
         }
+        let client = self.pool.get().await?;
+        let appended = append_alone(&client, &request).await?;
+        if !appended.replayed {
+            self.notifier.poke();
+        }
+        Ok(appended)
+    }
+
+    /// How the grouping of appends went so far (see [`crate::group`]).
+    pub fn group_stats(&self) -> &GroupStats {
+        self.group.stats()
     }
 
     /// The result of a command id already executed, if it was.
@@ -482,7 +483,7 @@ fn position_from(row: &tokio_postgres::Row, tx: usize, pos: usize) -> Result<Pos
 /// `metadata` as stored: [`Metadata`] without the correlation id, which has
 /// a column of its own.
 #[derive(Debug, serde::Serialize)]
-struct StoredMetadata<'a> {
+pub(crate) struct StoredMetadata<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     causation_id: Option<Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -621,6 +622,37 @@ fn cached_sql(shape: Shape) -> &'static str {
     cache.get(&shape).map(String::as_str).unwrap_or_default()
 }
 
+impl<'a> StoredMetadata<'a> {
+    pub(crate) fn of(metadata: &'a Metadata) -> StoredMetadata<'a> {
+        StoredMetadata {
+            causation_id: metadata.causation_id,
+            command_id: metadata.command_id.as_deref(),
+            trace_id: metadata.trace_id.as_deref(),
+        }
+    }
+}
+
+/// One append in its own statement, on `client`: `Any` appends retry a lost
+/// race, and a command id already executed answers with its first result.
+pub(crate) async fn append_alone(
+    client: &deadpool_postgres::Object,
+    request: &AppendRequest<'_>,
+) -> Result<Appended, StoreError> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match append_once(client, request).await {
+            Err(StoreError::Conflict { .. })
+                if request.expected == ExpectedVersion::Any && attempts < ANY_RETRIES =>
+            {
+                continue
+            }
+            Err(StoreError::AlreadyExecuted(done)) => return Ok(*done),
+            other => return other,
+        }
+    }
+}
+
 async fn append_once(
     client: &deadpool_postgres::Object,
     request: &AppendRequest<'_>,
@@ -654,11 +686,7 @@ async fn append_once(
     let data: Vec<&serde_json::Value> = batch.iter().map(|e| &e.data).collect();
     // The correlation id has its own column; the rest goes to `metadata`,
     // serialised straight into the statement's buffer.
-    let metadata = tokio_postgres::types::Json(StoredMetadata {
-        causation_id: request.metadata.causation_id,
-        command_id: request.metadata.command_id.as_deref(),
-        trace_id: request.metadata.trace_id.as_deref(),
-    });
+    let metadata = tokio_postgres::types::Json(StoredMetadata::of(request.metadata));
     let take_kinds: Vec<&str> = takes.iter().map(|c| c.kind.as_str()).collect();
     let take_values: Vec<&str> = takes.iter().map(|c| c.value.as_str()).collect();
     let release_kinds: Vec<&str> = releases.iter().map(|c| c.kind.as_str()).collect();

@@ -566,3 +566,161 @@ async fn clears(store: &EventStore) -> bool {
     }
     false
 }
+
+/// Many appends at once are written together (see `eventstore::group`), and
+/// each still gets the answer it would get alone: fresh streams are written
+/// with their own versions and command ids, a stream that exists refuses
+/// `NoStream`, and a command id already executed replays its first result.
+#[tokio::test]
+async fn concurrent_appends_go_together_and_each_gets_its_own_answer() {
+    let env = TestEnv::new().await;
+    let store = EventStore::new(env.pool.clone());
+    let existing: Vec<String> = (0..20)
+        .map(|_| format!("product-{}", Uuid::new_v4()))
+        .collect();
+    let mut first_results = Vec::new();
+    for (i, stream) in existing.iter().enumerate() {
+        let metadata = Metadata {
+            command_id: Some(format!("seed-{i}-{stream}")),
+            ..Metadata::default()
+        };
+        let seeded = append(
+            &store,
+            stream,
+            ExpectedVersion::NoStream,
+            &[event(0)],
+            &metadata,
+            &[],
+        )
+        .await
+        .expect("seed");
+        first_results.push(seeded);
+    }
+
+    // First only fresh streams, so whole batches succeed; then three kinds
+    // of request, interleaved, all at once, so batches fail and split.
+    let mut tasks = Vec::new();
+    let mut fresh = Vec::new();
+    for i in (0..240usize).filter(|i| i % 12 >= 2).chain(0..240) {
+        if i == 0 {
+            collect(&mut tasks, &mut fresh, &first_results).await;
+            let stats = store.group_stats();
+            assert!(
+                stats.batches.load(std::sync::atomic::Ordering::Relaxed) > 0,
+                "200 appends at once must be grouped: {stats:?}"
+            );
+            assert_eq!(
+                stats.split.load(std::sync::atomic::Ordering::Relaxed),
+                0,
+                "appends to fresh streams cannot fail"
+            );
+        }
+        let store = store.clone();
+        let existing = existing.clone();
+        tasks.push(tokio::spawn(async move {
+            let (stream, expected, metadata) = match i % 12 {
+                // NoStream on a stream that exists: a conflict.
+                0 => (
+                    existing[i / 12].clone(),
+                    ExpectedVersion::NoStream,
+                    Metadata::default(),
+                ),
+                // The seed's command again: a replay.
+                1 => (
+                    existing[i / 12].clone(),
+                    ExpectedVersion::NoStream,
+                    Metadata {
+                        command_id: Some(format!("seed-{}-{}", i / 12, existing[i / 12])),
+                        ..Metadata::default()
+                    },
+                ),
+                _ => (
+                    format!("product-{}", Uuid::new_v4()),
+                    ExpectedVersion::NoStream,
+                    Metadata {
+                        command_id: Some(format!("fresh-{}", Uuid::new_v4())),
+                        correlation_id: Some(Uuid::new_v4()),
+                        ..Metadata::default()
+                    },
+                ),
+            };
+            let events = [event(i), event(i + 1000)];
+            let answer = append(&store, &stream, expected, &events, &metadata, &[]).await;
+            (i, stream, metadata, answer)
+        }));
+    }
+    collect(&mut tasks, &mut fresh, &first_results).await;
+    let stats = store.group_stats();
+    assert!(
+        stats.split.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "batches holding conflicts and replays must have been split: {stats:?}"
+    );
+
+    for (stream, metadata, appended) in &fresh {
+        let events = store.read_stream(stream, 0, 10).await.expect("read");
+        assert_eq!(events.len(), 2, "{stream}");
+        assert_eq!(events[1].position, appended.position, "{stream}");
+        assert!(events[0].position < events[1].position);
+        assert_eq!(events[0].metadata.command_id, metadata.command_id);
+        assert_eq!(events[0].metadata.correlation_id, metadata.correlation_id);
+        // The command was recorded: executing it again replays it.
+        let again = append(
+            &store,
+            stream,
+            ExpectedVersion::Exact(2),
+            &[event(7)],
+            metadata,
+            &[],
+        )
+        .await
+        .expect("replay");
+        assert!(again.replayed);
+        assert_eq!(again.position, appended.position);
+    }
+    for stream in &existing {
+        assert_eq!(store.stream_version(stream).await.expect("version"), 1);
+    }
+}
+
+type Answer = (
+    usize,
+    String,
+    Metadata,
+    Result<eventstore::Appended, StoreError>,
+);
+
+/// Checks the answers of `tasks` (see the test above); keeps the fresh ones.
+async fn collect(
+    tasks: &mut Vec<tokio::task::JoinHandle<Answer>>,
+    fresh: &mut Vec<(String, Metadata, eventstore::Appended)>,
+    first_results: &[eventstore::Appended],
+) {
+    for task in tasks.drain(..) {
+        let (i, stream, metadata, answer) = task.await.expect("task");
+        match i % 12 {
+            0 => assert!(
+                matches!(answer, Err(StoreError::Conflict { .. })),
+                "request {i}: {answer:?}"
+            ),
+            1 => {
+                let replayed = answer.expect("a replay answers with the first result");
+                let first = &first_results[i / 12];
+                assert!(replayed.replayed, "request {i}: {replayed:?}");
+                assert_eq!(
+                    (
+                        replayed.first_version,
+                        replayed.last_version,
+                        replayed.position
+                    ),
+                    (first.first_version, first.last_version, first.position)
+                );
+            }
+            _ => {
+                let appended = answer.expect("a fresh stream takes the append");
+                assert_eq!((appended.first_version, appended.last_version), (1, 2));
+                assert!(!appended.replayed);
+                fresh.push((stream, metadata, appended));
+            }
+        }
+    }
+}

@@ -115,7 +115,7 @@ impl RunnerConfig {
             timer_poll: Duration::from_secs(1),
             standby_poll: Duration::from_secs(1),
             batch_size: 256,
-            max_concurrent_commands: 16,
+            max_concurrent_commands: 128,
         }
     }
 
