@@ -368,7 +368,10 @@ pub struct SagaState {
     pub rejection: Option<Rejection>,
     /// Why the order was cancelled, once it was.
     pub cancel_reason: Option<CancelReason>,
-    /// Everything the saga did and saw, oldest first.
+    /// Everything the saga did and saw, oldest first. (The saga runner moves
+    /// new steps out of the state as they come and stores them apart, so a
+    /// stored state carries none.)
+    #[serde(default)]
     pub history: Vec<SagaStep>,
 }
 

@@ -101,7 +101,7 @@ pub async fn saga(
     else {
         return Ok(None);
     };
-    let state: domain::fulfilment::SagaState =
+    let mut state: domain::fulfilment::SagaState =
         serde_json::from_value(row.try_get::<_, serde_json::Value>(0)?).map_err(|e| {
             SagaError::CorruptState {
                 order_id: order_id.as_uuid(),
@@ -109,6 +109,23 @@ pub async fn saga(
             }
         })?;
     let parked: Option<String> = row.try_get(1)?;
+    // Steps still in the state (stored before `saga.history` existed) are
+    // the oldest; then the stored ones, in the order they were written.
+    let mut history = std::mem::take(&mut state.history);
+    for stored in client
+        .query(
+            "select steps from saga.history where order_id = $1 order by version",
+            &[&order_id.as_uuid()],
+        )
+        .await?
+    {
+        let steps: Vec<SagaStep> =
+            serde_json::from_value(stored.try_get(0)?).map_err(|e| SagaError::CorruptState {
+                order_id: order_id.as_uuid(),
+                reason: format!("history: {e}"),
+            })?;
+        history.extend(steps);
+    }
     let timers = client
         .query(
             "select kind, due_at from saga.timers where order_id = $1 order by due_at",
@@ -152,7 +169,7 @@ pub async fn saga(
         timers,
         rejection: state.rejection,
         cancel_reason: state.cancel_reason,
-        history: state.history,
+        history,
         correlation_id: row.try_get(2)?,
         version: row.try_get(3)?,
         created_at: row.try_get(4)?,
@@ -168,7 +185,7 @@ pub async fn needing_attention(
     Ok(client
         .query(
             "select order_id from saga.sagas
-              where phase = 'needs_attention' or parked is not null
+              where attention
               order by updated_at desc limit $1",
             &[&limit],
         )

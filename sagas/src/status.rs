@@ -59,7 +59,7 @@ pub async fn status(
     let sagas = client
         .query_one(
             "select count(*) filter (where not finished),
-                    count(*) filter (where phase = 'needs_attention' or parked is not null)
+                    count(*) filter (where attention)
                from saga.sagas",
             &[],
         )

@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
-use domain::fulfilment::{self, SagaAction, SagaCommand, SagaConfig, SagaInput, SagaState};
+use domain::fulfilment::{
+    self, SagaAction, SagaCommand, SagaConfig, SagaInput, SagaState, SagaStep,
+};
 use domain::ids::OrderId;
 use eventstore::Position;
 use tokio_postgres::types::Json;
@@ -43,6 +45,10 @@ pub(crate) struct SagaRow {
     /// True when the stored state could not be read by this build: the row
     /// is then parked and never overwritten, so nothing is lost.
     pub corrupt: bool,
+    /// History steps not stored yet. They are taken out of `state` as the
+    /// state machine adds them and stored apart (`saga.history`), so the
+    /// row, rewritten several times per order, stays small.
+    pub steps: Vec<SagaStep>,
     /// The timer change to write: `Some(Some(t))` set, `Some(None)` clear.
     pub timer: Option<Option<DateTime<Utc>>>,
     /// True when something must be written.
@@ -61,6 +67,7 @@ impl SagaRow {
             causes: BTreeMap::new(),
             parked: None,
             corrupt: false,
+            steps: Vec::new(),
             timer: None,
             dirty: false,
         }
@@ -75,7 +82,12 @@ impl SagaRow {
             serde_json::from_value(row.try_get::<_, serde_json::Value>(5)?).unwrap_or_default();
         saga.parked = row.try_get(6)?;
         match serde_json::from_value::<SagaState>(row.try_get(1)?) {
-            Ok(state) => saga.state = state,
+            Ok(state) => {
+                saga.state = state;
+                // A state stored before `saga.history` existed: its steps
+                // move there with the next save.
+                saga.steps = std::mem::take(&mut saga.state.history);
+            }
             Err(e) => {
                 saga.corrupt = true;
                 if saga.parked.is_none() {
@@ -120,6 +132,7 @@ impl SagaRow {
                 count_outcome(before.phase, state.phase);
             }
             self.state = state;
+            self.steps.append(&mut self.state.history);
             for action in actions {
                 match action {
                     SagaAction::Issue(command) => issued.push(command),
@@ -232,6 +245,7 @@ pub(crate) async fn save_all<'a>(
     let mut origins = Vec::new();
     let mut causes = Vec::new();
     let mut parked = Vec::new();
+    let mut steps = Vec::new();
     let (mut timer_ids, mut timer_due) = (Vec::new(), Vec::new());
     let mut cleared = Vec::new();
     // In order_id order, like every lock ordo's sagas take: two processes
@@ -259,6 +273,7 @@ pub(crate) async fn save_all<'a>(
         origins.push(saga.origin_event_id);
         causes.push(Json(&saga.causes));
         parked.push(saga.parked.as_deref());
+        steps.push(Json(&saga.steps));
         match saga.timer {
             Some(Some(due_at)) => {
                 timer_ids.push(id);
@@ -271,7 +286,8 @@ pub(crate) async fn save_all<'a>(
     if !ids.is_empty() {
         let statement = tx
             .prepare_cached(
-                "insert into saga.sagas (order_id, state, phase, finished, version, correlation_id,
+                "with saved as (
+                 insert into saga.sagas (order_id, state, phase, finished, version, correlation_id,
                                          origin_event_id, causes, parked, parked_at, created_at, updated_at)
                  select r.order_id, r.state, r.phase, r.finished, 1, r.correlation_id,
                         r.origin_event_id, r.causes, r.parked,
@@ -290,7 +306,14 @@ pub(crate) async fn save_all<'a>(
                      parked = excluded.parked,
                      parked_at = case when excluded.parked is null then null
                                       else coalesce(saga.sagas.parked_at, excluded.parked_at) end,
-                     updated_at = excluded.updated_at",
+                     updated_at = excluded.updated_at
+                 returning order_id, version
+                 )
+                 insert into saga.history (order_id, version, steps)
+                 select s.order_id, s.version, h.steps
+                   from saved s
+                   join unnest($1::uuid[], $10::jsonb[]) as h(order_id, steps) using (order_id)
+                  where jsonb_array_length(h.steps) > 0",
             )
             .await?;
         tx.execute(
@@ -305,6 +328,7 @@ pub(crate) async fn save_all<'a>(
                 &causes,
                 &parked,
                 &now,
+                &steps,
             ],
         )
         .await?;
@@ -499,10 +523,7 @@ pub(crate) async fn event_at(
 /// How many sagas need a human: given-up compensations and parked sagas.
 pub(crate) async fn count_needing_attention(client: &impl GenericClient) -> Result<i64, SagaError> {
     Ok(client
-        .query_one(
-            "select count(*) from saga.sagas where phase = 'needs_attention' or parked is not null",
-            &[],
-        )
+        .query_one("select count(*) from saga.sagas where attention", &[])
         .await?
         .get(0))
 }

@@ -224,6 +224,89 @@ async fn paid_orders_ship_every_reservation_and_cancelled_ones_release_it() {
     sagas.stop().await;
 }
 
+/// The history is stored apart from the saga row, which is rewritten several
+/// times per order and so stays small; a row stored before that, with its
+/// history inside, reads the same and moves its steps out with its next save.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_is_stored_apart_and_a_row_with_its_history_inside_still_reads() {
+    let h = Harness::new().await;
+    let sagas = h.start_sagas();
+    let user = h.user().await;
+    let product = h.product(10).await;
+    let order = h.place(user, &[(product, 1)]).await;
+    let confirmed = h.wait_phase(order, SagaPhase::AwaitingPayment).await;
+    assert!(confirmed.history.len() > 4, "{:?}", confirmed.history);
+
+    let client = h.env.client().await;
+    let id = order.as_uuid();
+    let stored = |sql: &'static str| {
+        let client = &client;
+        async move { client.query_one(sql, &[&id]).await.unwrap() }
+    };
+    let row = stored(
+        "select coalesce(state->'history', '[]'::jsonb),
+                (select count(*) from saga.history where order_id = $1),
+                (select jsonb_agg(s order by h.version, n)
+                   from saga.history h, jsonb_array_elements(h.steps) with ordinality as e(s, n)
+                  where h.order_id = $1)
+           from saga.sagas where order_id = $1",
+    )
+    .await;
+    assert_eq!(row.get::<_, serde_json::Value>(0), serde_json::json!([]));
+    assert!(
+        row.get::<_, i64>(1) >= 2,
+        "one history row per save that added steps"
+    );
+    let apart: Vec<domain::fulfilment::SagaStep> = serde_json::from_value(row.get(2)).unwrap();
+    assert_eq!(
+        apart, confirmed.history,
+        "the view is the stored steps, in order"
+    );
+
+    // Back to how rows were stored before: history inside the state.
+    sagas.stop().await;
+    client
+        .execute(
+            "update saga.sagas set state = jsonb_set(state, '{history}', (
+                 select jsonb_agg(s order by h.version, n)
+                   from saga.history h, jsonb_array_elements(h.steps) with ordinality as e(s, n)
+                  where h.order_id = $1))
+              where order_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    client
+        .execute("delete from saga.history where order_id = $1", &[&id])
+        .await
+        .unwrap();
+    let legacy = h.saga(order).await.unwrap();
+    assert_eq!(legacy.history, confirmed.history);
+
+    let sagas = h.start_sagas();
+    h.pay(order).await;
+    let paid = h.wait_phase(order, SagaPhase::Paid).await;
+    assert!(paid.history.len() > confirmed.history.len());
+    assert_eq!(
+        paid.history[..confirmed.history.len()],
+        confirmed.history[..],
+        "the old steps first"
+    );
+    let row = stored(
+        "select coalesce(state->'history', '[]'::jsonb),
+                (select count(*) from saga.history where order_id = $1)
+           from saga.sagas where order_id = $1",
+    )
+    .await;
+    assert_eq!(
+        row.get::<_, serde_json::Value>(0),
+        serde_json::json!([]),
+        "the save moved the steps out"
+    );
+    assert!(row.get::<_, i64>(1) >= 1);
+    sagas.stop().await;
+}
+
 /// The saga consumer's stream sequence.
 async fn checkpoint_sequence(h: &Harness) -> i64 {
     h.env

@@ -3,7 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use async_nats::jetstream;
 use eventstore::nats::{StreamName, SubjectPrefix};
 use eventstore::notify::LogListener;
@@ -106,11 +105,25 @@ async fn measure(
     // Raw ceiling: the envelope-sized payload published with many acks in flight.
     let sample = {
         let store = EventStore::new(pool.clone());
-        let first = store
-            .read_log(eventstore::Position::START, &Default::default(), 1)
-            .await?;
-        let first = first.first().context("seeded log is empty")?;
-        serde_json::to_vec(&eventstore::envelope::Envelope::from_recorded(first))?
+        // The log is read below the horizon, which any transaction of the
+        // server still running (in whatever database) holds back: wait.
+        let patience = Instant::now();
+        let first = loop {
+            let read = store
+                .read_log(eventstore::Position::START, &Default::default(), 1)
+                .await?;
+            match read.into_iter().next() {
+                Some(first) => break first,
+                None if patience.elapsed() < std::time::Duration::from_secs(60) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await
+                }
+                None => anyhow::bail!(
+                    "the seeded log stayed below the horizon for 60 s: a transaction of this \
+                     PostgreSQL server is open that long (see `ordo status`)"
+                ),
+            }
+        };
+        serde_json::to_vec(&eventstore::envelope::Envelope::from_recorded(&first))?
     };
     eventstore::nats::ensure_stream(js, raw_stream, raw_prefix).await?;
     let started = Instant::now();
