@@ -97,7 +97,7 @@ pub struct HttpArgs {
     /// relay's, projectors' and saga's). Requests beyond wait their turn:
     /// on a machine whose CPUs are saturated, that keeps the API from
     /// admitting orders faster than the saga and projectors can follow.
-    #[arg(long = "api-connections", env = "ORDO_API_CONNECTIONS", default_value_t = 8,
+    #[arg(long = "api-connections", env = "ORDO_API_CONNECTIONS", default_value_t = 4,
           value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub api_connections: u16,
 }
@@ -339,7 +339,7 @@ mod tests {
             Ok(other) => panic!("{other:?}"),
             Err(e) => Err(e.to_string()),
         };
-        assert_eq!(connections(&["ordo", "up"]), Ok(8));
+        assert_eq!(connections(&["ordo", "up"]), Ok(4));
         assert_eq!(
             connections(&["ordo", "api", "--api-connections", "32"]),
             Ok(32)

@@ -26,9 +26,10 @@
 //! - Rows are inserted in stream-id order, so two batches that share streams
 //!   take their index locks in the same order and never deadlock.
 //!
-//! Only the common case is grouped: an exact expected version (or no stream)
-//! and no unique claims. `Any` appends (which read the stream's version) and
-//! appends that take or release claims go alone, as before.
+//! Only the common case is grouped: a few events ([`MAX_REQUEST_EVENTS`]),
+//! an exact expected version (or no stream) and no unique claims. `Any`
+//! appends (which read the stream's version), appends that take or release
+//! claims, and large appends go alone, as before.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +50,10 @@ use crate::store::{append_alone, AppendRequest, Appended, ExpectedVersion, Store
 pub(crate) const SLOTS: usize = 4;
 /// At most this many events in one batch (a request is never split).
 pub(crate) const MAX_EVENTS: usize = 256;
+/// Requests with more events than this go alone: they already spread the
+/// cost of their transaction over many events, and grouping them would only
+/// take away their parallelism.
+pub(crate) const MAX_REQUEST_EVENTS: usize = 8;
 
 /// An append waiting for a slot, with everything it writes owned.
 struct Queued {
@@ -112,7 +117,9 @@ impl GroupAppender {
 
     /// True for the requests this module writes; the rest go alone.
     pub(crate) fn takes(request: &AppendRequest<'_>) -> bool {
-        request.expected != ExpectedVersion::Any && request.claims.is_empty()
+        request.expected != ExpectedVersion::Any
+            && request.claims.is_empty()
+            && request.events.len() <= MAX_REQUEST_EVENTS
     }
 
     pub(crate) fn stats(&self) -> &GroupStats {
