@@ -43,8 +43,9 @@ use uuid::Uuid;
 use crate::error::StoreError;
 use crate::event::{Metadata, NewEvent};
 use crate::notify::Notifier;
-use crate::position::Position;
-use crate::store::{append_alone, AppendRequest, Appended, ExpectedVersion, StoredMetadata};
+use crate::store::{
+    append_alone, position_from, AppendRequest, Appended, ExpectedVersion, StoredMetadata,
+};
 
 /// Batches written at the same time, each on its own connection.
 pub(crate) const SLOTS: usize = 4;
@@ -169,40 +170,59 @@ async fn run(
                 None => return,
             },
         };
-        let mut streams: HashSet<String> = HashSet::from([first.stream_id.clone()]);
-        let mut events = first.events.len();
-        let mut batch = vec![first];
-        let mut still_deferred = VecDeque::new();
-        let mut full = false;
+        let mut batch = Batch::new(first);
         for queued in std::mem::take(&mut deferred) {
-            if full || events + queued.events.len() > MAX_EVENTS {
-                full = true;
-                still_deferred.push_back(queued);
-            } else if streams.insert(queued.stream_id.clone()) {
-                events += queued.events.len();
-                batch.push(queued);
-            } else {
-                still_deferred.push_back(queued);
+            if let Some(queued) = batch.offer(queued) {
+                deferred.push_back(queued);
             }
         }
-        deferred = still_deferred;
-        while !full {
+        while !batch.full {
             let Ok(queued) = rx.try_recv() else { break };
-            if events + queued.events.len() > MAX_EVENTS {
-                full = true;
-                deferred.push_back(queued);
-            } else if streams.insert(queued.stream_id.clone()) {
-                events += queued.events.len();
-                batch.push(queued);
-            } else {
+            if let Some(queued) = batch.offer(queued) {
                 deferred.push_back(queued);
             }
         }
+        let batch = batch.requests;
         let (pool, notifier, stats) = (pool.clone(), notifier.clone(), stats.clone());
         tokio::spawn(async move {
             write(&pool, &notifier, &stats, batch).await;
             drop(slot);
         });
+    }
+}
+
+/// A batch being formed: one request per stream, at most [`MAX_EVENTS`].
+struct Batch {
+    requests: Vec<Queued>,
+    streams: HashSet<String>,
+    events: usize,
+    /// A request did not fit: the batch takes no more, so later requests
+    /// cannot overtake it.
+    full: bool,
+}
+
+impl Batch {
+    fn new(first: Queued) -> Batch {
+        Batch {
+            streams: HashSet::from([first.stream_id.clone()]),
+            events: first.events.len(),
+            requests: vec![first],
+            full: false,
+        }
+    }
+
+    /// Takes `queued`, or gives it back for a later batch.
+    fn offer(&mut self, queued: Queued) -> Option<Queued> {
+        if self.full || self.events + queued.events.len() > MAX_EVENTS {
+            self.full = true;
+            return Some(queued);
+        }
+        if !self.streams.insert(queued.stream_id.clone()) {
+            return Some(queued);
+        }
+        self.events += queued.events.len();
+        self.requests.push(queued);
+        None
     }
 }
 
@@ -216,14 +236,14 @@ async fn write(
     let client = match pool.get().await {
         Ok(client) => client,
         Err(e) => {
-            let e = StoreError::from(e);
-            let reason = e.to_string();
-            let mut errors = std::iter::once(e)
-                .chain(std::iter::repeat_with(|| StoreError::Pool(reason.clone())));
+            // The first request gets the error itself, the others its text.
+            let mut first = Some(StoreError::from(e));
+            let reason = first.as_ref().map(ToString::to_string).unwrap_or_default();
             for queued in batch {
-                let _ = queued.reply.send(Err(errors
-                    .next()
-                    .unwrap_or(StoreError::Pool("no connection".into()))));
+                let error = first
+                    .take()
+                    .unwrap_or_else(|| StoreError::Pool(reason.clone()));
+                let _ = queued.reply.send(Err(error));
             }
             return;
         }
@@ -343,7 +363,7 @@ async fn append_together(
     for row in rows {
         let stream_id: String = row.try_get(0)?;
         let version = row.try_get::<_, i64>(1)? as u64;
-        let position = position_of(&row)?;
+        let position = position_from(&row, 3, 2)?;
         let recorded_at: DateTime<Utc> = row.try_get(4)?;
         let entry = written.entry(stream_id.clone()).or_insert(Appended {
             stream_id,
@@ -361,14 +381,6 @@ async fn append_together(
         }
     }
     Ok(written)
-}
-
-fn position_of(row: &tokio_postgres::Row) -> Result<Position, StoreError> {
-    let transaction: String = row.try_get(3)?;
-    let transaction_id = transaction
-        .parse()
-        .map_err(|_| StoreError::Internal(format!("unexpected transaction id {transaction:?}")))?;
-    Ok(Position::new(transaction_id, row.try_get(2)?))
 }
 
 #[cfg(test)]

@@ -472,7 +472,11 @@ impl EventStore {
     }
 }
 
-fn position_from(row: &tokio_postgres::Row, tx: usize, pos: usize) -> Result<Position, StoreError> {
+pub(crate) fn position_from(
+    row: &tokio_postgres::Row,
+    tx: usize,
+    pos: usize,
+) -> Result<Position, StoreError> {
     let transaction: String = row.try_get(tx)?;
     let transaction_id = transaction
         .parse()
