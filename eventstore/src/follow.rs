@@ -22,6 +22,16 @@ const POLL_INTERVAL: Duration = Duration::from_secs(1);
 const HORIZON_PAUSE_MIN: Duration = Duration::from_millis(1);
 const HORIZON_PAUSE_MAX: Duration = Duration::from_millis(50);
 
+/// The pause before looking again, `waited` after the horizon first held
+/// events back: a quarter of that, within bounds. What holds the horizon is
+/// mostly a write transaction of a few milliseconds; doubling the pause
+/// each time could overshoot its end by as long again, a delay every event
+/// behind it then carries. A quarter bounds that to a quarter of the wait,
+/// at the price of a few more looks.
+fn horizon_pause(waited: Duration) -> Duration {
+    (waited / 4).clamp(HORIZON_PAUSE_MIN, HORIZON_PAUSE_MAX)
+}
+
 /// A cursor over the global log, yielding rows decoded as `T`.
 #[derive(Debug)]
 pub struct LogFollower<T = RecordedEvent> {
@@ -82,7 +92,7 @@ impl<T: LogRow> LogFollower<T> {
 
     /// The next non-empty batch, waiting as long as it takes.
     pub async fn next_batch(&mut self) -> Result<Vec<T>, StoreError> {
-        let mut pause = HORIZON_PAUSE_MIN;
+        let mut held_since = None;
         loop {
             // Mark before reading, so a notification during the read is not lost.
             self.wakeups.borrow_and_update();
@@ -91,11 +101,11 @@ impl<T: LogRow> LogFollower<T> {
                 return Ok(batch);
             }
             if self.store.pending_beyond_horizon().await? {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(HORIZON_PAUSE_MAX);
+                let since = *held_since.get_or_insert_with(tokio::time::Instant::now);
+                tokio::time::sleep(horizon_pause(since.elapsed())).await;
                 continue;
             }
-            pause = HORIZON_PAUSE_MIN;
+            held_since = None;
             tokio::select! {
                 changed = self.wakeups.changed() => {
                     if changed.is_err() {
@@ -106,5 +116,20 @@ impl<T: LogRow> LogFollower<T> {
                 _ = tokio::time::sleep(POLL_INTERVAL) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pause_is_a_quarter_of_the_wait_within_bounds() {
+        assert_eq!(horizon_pause(Duration::ZERO), HORIZON_PAUSE_MIN);
+        assert_eq!(
+            horizon_pause(Duration::from_millis(20)),
+            Duration::from_millis(5)
+        );
+        assert_eq!(horizon_pause(Duration::from_secs(10)), HORIZON_PAUSE_MAX);
     }
 }

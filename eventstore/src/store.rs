@@ -10,7 +10,7 @@
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 
 use crate::error::StoreError;
@@ -862,33 +862,41 @@ pub async fn read_log<T: LogRow, C: tokio_postgres::GenericClient>(
             and transaction_id < pg_snapshot_xmin(pg_current_snapshot())",
         T::COLUMNS
     );
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&after_tx, &after.position, &limit];
+    let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
+        (&after_tx, Type::TEXT),
+        (&after.position, Type::INT8),
+        (&limit, Type::INT8),
+    ];
     if let Some(stream_id) = &filter.stream_id {
-        params.push(stream_id);
+        params.push((stream_id, Type::TEXT));
         sql.push_str(&format!(" and stream_id = ${}", params.len()));
     }
     if let Some(stream_type) = &filter.stream_type {
-        params.push(stream_type);
+        params.push((stream_type, Type::TEXT));
         sql.push_str(&format!(" and stream_type = ${}", params.len()));
     }
     if let Some(event_type) = &filter.event_type {
-        params.push(event_type);
+        params.push((event_type, Type::TEXT));
         sql.push_str(&format!(" and type = ${}", params.len()));
     }
     if let Some(correlation_id) = &filter.correlation_id {
-        params.push(correlation_id);
+        params.push((correlation_id, Type::UUID));
         sql.push_str(&format!(" and correlation_id = ${}", params.len()));
     }
     if let Some(since) = &filter.since {
-        params.push(since);
+        params.push((since, Type::TIMESTAMPTZ));
         sql.push_str(&format!(" and recorded_at >= ${}", params.len()));
     }
     if let Some(until) = &filter.until {
-        params.push(until);
+        params.push((until, Type::TIMESTAMPTZ));
         sql.push_str(&format!(" and recorded_at < ${}", params.len()));
     }
     sql.push_str(" order by transaction_id, position limit $3");
-    let rows = client.query(&sql, &params).await?;
+    // One round trip (an unnamed statement: parse, bind and execute sent
+    // together), planned for the values at hand: the relay and every
+    // `GET /events` page run this, and a prepared statement would cost a
+    // second round trip here or keep a plan chosen while the log was small.
+    let rows = client.query_typed(&sql, &params).await?;
     rows.iter().map(T::from_row).collect()
 }
 

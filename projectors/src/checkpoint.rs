@@ -111,6 +111,44 @@ pub async fn advance<C: GenericClient>(
     Ok(())
 }
 
+/// Moves the checkpoint from `from` to `position` (inside the batch's
+/// transaction), unless it is no longer at `from`: a rebuild's swap moved
+/// it. Then nothing changes and the answer is `false`. Waits for a swap in
+/// progress (which holds the row), so it is the first lock the live
+/// projector's transaction takes, as it is a rebuild's.
+pub async fn advance_from(
+    tx: &impl deadpool_postgres::GenericClient,
+    projection: &str,
+    from: &Checkpoint,
+    position: Position,
+    stream_sequence: u64,
+) -> Result<bool, StoreError> {
+    let statement = tx
+        .prepare_cached(
+            "update read.checkpoints
+                set transaction_id = $2::text::xid8, position = $3, stream_sequence = $4,
+                    status = 'running', error = null, failed_event = null, updated_at = now()
+              where projection = $1
+                and transaction_id = $5::text::xid8 and position = $6 and stream_sequence = $7",
+        )
+        .await?;
+    let moved = tx
+        .execute(
+            &statement,
+            &[
+                &projection,
+                &position.transaction_sql(),
+                &position.position,
+                &(stream_sequence as i64),
+                &from.position.transaction_sql(),
+                &from.position.position,
+                &(from.stream_sequence as i64),
+            ],
+        )
+        .await?;
+    Ok(moved == 1)
+}
+
 /// Records that the projection stopped on an event.
 pub async fn mark_failed<C: GenericClient>(
     client: &C,

@@ -10,6 +10,7 @@
 //! - [`check`]: the invariants of CONTRACT.md section 7.
 //! - [`query`]: what the HTTP API reads, and waiting for a position.
 //! - [`status`]: positions and lag for `ordo status` and `GET /projections`.
+//! - [`writes`]: a batch's writes, collected and then sent together.
 
 pub mod check;
 pub mod checkpoint;
@@ -20,6 +21,7 @@ pub mod query;
 pub mod rebuild;
 pub mod runner;
 pub mod status;
+pub mod writes;
 
 pub use projection::Projection;
 pub use runner::{Projector, ProjectorConfig};

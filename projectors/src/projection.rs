@@ -10,11 +10,11 @@
 //! never silently absorbed.
 
 use domain::ids::StreamType;
-use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use crate::event::ProjectionEvent;
 use crate::model;
+use crate::writes::Writes;
 
 /// A read model and the code that keeps it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -67,19 +67,37 @@ impl Projection {
         }
     }
 
+    /// Reads the rows `events` (in log order) touch in this projection's
+    /// tables in `schema` (`read`, or a rebuild's shadow schema), folds the
+    /// events into them and adds the writes of the changed rows to `writes`.
+    /// Nothing is written: the caller sends `writes` in the transaction
+    /// that also moves the checkpoint.
+    pub async fn plan(
+        self,
+        reader: &impl tokio_postgres::GenericClient,
+        schema: &str,
+        events: &[ProjectionEvent],
+        writes: &mut Writes,
+    ) -> Result<(), ApplyError> {
+        match self {
+            Projection::Users => model::users::apply(reader, schema, events, writes).await,
+            Projection::Products => model::products::apply(reader, schema, events, writes).await,
+            Projection::Orders => model::orders::apply(reader, schema, events, writes).await,
+        }
+    }
+
     /// Applies `events` (in log order) to the tables of this projection in
-    /// `schema` (`read`, or a rebuild's shadow schema).
+    /// `schema`, inside `tx`: [`Projection::plan`], then the writes.
     pub async fn apply(
         self,
-        tx: &Transaction<'_>,
+        tx: &deadpool_postgres::Transaction<'_>,
         schema: &str,
         events: &[ProjectionEvent],
     ) -> Result<(), ApplyError> {
-        match self {
-            Projection::Users => model::users::apply(tx, schema, events).await,
-            Projection::Products => model::products::apply(tx, schema, events).await,
-            Projection::Orders => model::orders::apply(tx, schema, events).await,
-        }
+        let mut writes = Writes::default();
+        self.plan(&**tx, schema, events, &mut writes).await?;
+        writes.execute(tx).await?;
+        Ok(())
     }
 }
 

@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::checkpoint::{self, Checkpoint};
 use crate::event::ProjectionEvent;
 use crate::projection::{ApplyError, Projection};
+use crate::writes::Writes;
 
 /// How often a standby tries for the lock, and the active one checks it holds it.
 pub const STANDBY_POLL: Duration = Duration::from_secs(1);
@@ -382,8 +383,17 @@ impl Projector {
         }
     }
 
-    /// Applies events and moves the checkpoint, in one transaction that
-    /// first checks nobody else moved the checkpoint.
+    /// Applies events and moves the checkpoint, in one transaction, unless
+    /// someone else moved the checkpoint.
+    ///
+    /// The rows are read first, outside the transaction; then the
+    /// checkpoint's move and the writes are sent together. The transaction
+    /// holds a transaction id (and with it the log's horizon, which the
+    /// relay waits for) for about one round trip, where it held one for
+    /// each of its statements. Reading outside is safe because everything
+    /// that writes these tables moves this checkpoint in the same
+    /// transaction: if the rows changed after they were read, the
+    /// checkpoint moved too, and the conditional move finds that out.
     async fn apply(
         &self,
         client: &mut deadpool_postgres::Object,
@@ -392,14 +402,20 @@ impl Projector {
         last_sequence: u64,
     ) -> Result<Checkpoint, ApplyError> {
         let name = self.projection.name();
+        let mut writes = Writes::default();
+        self.projection
+            .plan(&***client, "read", events, &mut writes)
+            .await?;
+        let position = events.last().map_or(cp.position, |e| e.position);
         let tx = client.transaction().await?;
-        let current = checkpoint::lock(&*tx, name).await?;
-        if current.position != cp.position || current.stream_sequence != cp.stream_sequence {
+        let (moved, ()) = futures::try_join!(
+            checkpoint::advance_from(&tx, name, cp, position, last_sequence),
+            writes.execute(&tx),
+        )?;
+        if !moved {
+            // Dropping the transaction rolls the writes back.
             return Err(ApplyError::CheckpointMoved);
         }
-        self.projection.apply(&tx, "read", events).await?;
-        let position = events.last().map_or(cp.position, |e| e.position);
-        checkpoint::advance(&*tx, name, position, last_sequence).await?;
         tx.commit().await?;
         Ok(Checkpoint {
             position,

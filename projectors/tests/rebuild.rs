@@ -224,3 +224,36 @@ async fn two_rebuilds_of_one_projection_do_not_run_at_once() {
     assert_eq!((ok, busy), (1, 1), "{a:?} {b:?}");
     world.assert_read_models_equal_the_fold().await;
 }
+
+/// The live projector moves its checkpoint only from where it left it: a
+/// batch read before a rebuild's swap must not be written after it.
+#[tokio::test]
+async fn a_checkpoint_moved_by_someone_else_is_not_moved_again() {
+    let env = test_support::TestEnv::new().await;
+    let mut client = env.client().await;
+    let left = projectors::checkpoint::load(&**client, "orders")
+        .await
+        .unwrap();
+    let ours = eventstore::Position::new(left.position.transaction_id + 7, 7);
+    let tx = client.transaction().await.unwrap();
+    assert!(
+        projectors::checkpoint::advance_from(&tx, "orders", &left, ours, 7)
+            .await
+            .unwrap()
+    );
+    tx.commit().await.unwrap();
+
+    // A second batch that still believes the checkpoint is where it was.
+    let theirs = eventstore::Position::new(left.position.transaction_id + 9, 9);
+    let tx = client.transaction().await.unwrap();
+    assert!(
+        !projectors::checkpoint::advance_from(&tx, "orders", &left, theirs, 9)
+            .await
+            .unwrap()
+    );
+    tx.commit().await.unwrap();
+    let now = projectors::checkpoint::load(&**client, "orders")
+        .await
+        .unwrap();
+    assert_eq!((now.position, now.stream_sequence), (ours, 7));
+}

@@ -508,11 +508,17 @@ impl Engine {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let ids: Vec<Uuid> = relevant.iter().map(|(i, _, _)| i.id).collect();
-        let mut seen = store::already_processed(&tx, &ids).await?;
         let mut order_ids: Vec<Uuid> = relevant.iter().map(|(_, o, _)| o.as_uuid()).collect();
         order_ids.sort_unstable();
         order_ids.dedup();
-        let mut sagas = store::load_for_update(&tx, &order_ids).await?;
+        // Both questions go out together; the locks taken here give the
+        // transaction its id, so from here to the commit it holds the log's
+        // horizon back, and its statements are sent without waiting for
+        // each other's answers.
+        let (mut seen, mut sagas) = futures::try_join!(
+            store::already_processed(&tx, &ids),
+            store::load_for_update(&tx, &order_ids),
+        )?;
         let now = self.now();
         let times = self.hooks.times();
         let (mut handled, mut handled_orders) = (Vec::new(), Vec::new());
@@ -552,9 +558,11 @@ impl Engine {
                 event_type: incoming.event_type,
             });
         }
-        store::save_all(&tx, sagas.values(), now).await?;
-        store::mark_processed(&tx, &handled, &handled_orders).await?;
-        store::save_checkpoint(&tx, self.config.stream.as_str(), next).await?;
+        futures::try_join!(
+            store::save_all(&tx, sagas.values(), now),
+            store::mark_processed(&tx, &handled, &handled_orders),
+            store::save_checkpoint(&tx, self.config.stream.as_str(), next),
+        )?;
         tx.commit().await?;
         *checkpoint = next;
         self.stats

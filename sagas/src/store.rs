@@ -283,7 +283,13 @@ pub(crate) async fn save_all<'a>(
             None => {}
         }
     }
-    if !ids.is_empty() {
+    // The three statements are sent back to back, not one after the other's
+    // answer: the transaction around them holds the log's horizon while it
+    // is open (see `crate::runner`).
+    let rows = async {
+        if ids.is_empty() {
+            return Ok(0);
+        }
         let statement = tx
             .prepare_cached(
                 "with saved as (
@@ -331,9 +337,12 @@ pub(crate) async fn save_all<'a>(
                 &steps,
             ],
         )
-        .await?;
-    }
-    if !timer_ids.is_empty() {
+        .await
+    };
+    let set = async {
+        if timer_ids.is_empty() {
+            return Ok(0);
+        }
         let statement = tx
             .prepare_cached(
                 "insert into saga.timers (order_id, kind, due_at, set_at)
@@ -343,14 +352,18 @@ pub(crate) async fn save_all<'a>(
             )
             .await?;
         tx.execute(&statement, &[&timer_ids, &PAYMENT_TIMER, &now, &timer_due])
-            .await?;
-    }
-    if !cleared.is_empty() {
+            .await
+    };
+    let clear = async {
+        if cleared.is_empty() {
+            return Ok(0);
+        }
         let statement = tx
             .prepare_cached("delete from saga.timers where order_id = any($1) and kind = $2")
             .await?;
-        tx.execute(&statement, &[&cleared, &PAYMENT_TIMER]).await?;
-    }
+        tx.execute(&statement, &[&cleared, &PAYMENT_TIMER]).await
+    };
+    futures::try_join!(rows, set, clear)?;
     Ok(())
 }
 

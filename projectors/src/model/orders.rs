@@ -8,11 +8,13 @@ use domain::ids::StreamType;
 use domain::order::{OrderEvent, OrderStatus};
 use rust_decimal::Decimal;
 use serde_json::json;
-use tokio_postgres::Transaction;
+use tokio_postgres::types::Type;
+use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::event::ProjectionEvent;
 use crate::projection::{expect_next, ApplyError};
+use crate::writes::Writes;
 
 /// One row of `read.orders`.
 #[derive(Debug, Clone)]
@@ -38,9 +40,10 @@ pub(crate) fn parse_status(text: &str) -> Option<OrderStatus> {
 }
 
 pub(crate) async fn apply(
-    tx: &Transaction<'_>,
+    reader: &impl GenericClient,
     schema: &str,
     events: &[ProjectionEvent],
+    writes: &mut Writes,
 ) -> Result<(), ApplyError> {
     let ids: Vec<Uuid> = events
         .iter()
@@ -51,13 +54,13 @@ pub(crate) async fn apply(
         return Ok(());
     }
     let mut rows: BTreeMap<Uuid, Row> = BTreeMap::new();
-    let loaded = tx
-        .query(
+    let loaded = reader
+        .query_typed(
             &format!(
                 "select id, user_id, status, lines, total::text, reason, placed_at, updated_at, version
                    from {schema}.orders where id = any($1)"
             ),
-            &[&ids],
+            &[(&ids, Type::UUID_ARRAY)],
         )
         .await?;
     for row in loaded {
@@ -184,8 +187,8 @@ pub(crate) async fn apply(
         updated_at.push(row.updated_at);
         version.push(row.version);
     }
-    tx.execute(
-        &format!(
+    writes.push(
+        format!(
             "insert into {schema}.orders (id, user_id, status, lines, total, reason, placed_at, updated_at, version)
              select id, user_id, status, lines, total::numeric, reason, placed_at, updated_at, version
                from unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::text[], $6::text[],
@@ -195,8 +198,17 @@ pub(crate) async fn apply(
                set status = excluded.status, reason = excluded.reason,
                    updated_at = excluded.updated_at, version = excluded.version"
         ),
-        &[&id, &user_id, &status, &lines, &total, &reason, &placed_at, &updated_at, &version],
-    )
-    .await?;
+        vec![
+            Box::new(id),
+            Box::new(user_id),
+            Box::new(status),
+            Box::new(lines),
+            Box::new(total),
+            Box::new(reason),
+            Box::new(placed_at),
+            Box::new(updated_at),
+            Box::new(version),
+        ],
+    );
     Ok(())
 }

@@ -6,11 +6,13 @@ use domain::event::AnyEvent;
 use domain::ids::StreamType;
 use domain::product::ProductEvent;
 use rust_decimal::Decimal;
-use tokio_postgres::Transaction;
+use tokio_postgres::types::Type;
+use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::event::ProjectionEvent;
 use crate::projection::{expect_next, ApplyError};
+use crate::writes::Writes;
 
 /// One row of `read.products`.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,9 +27,10 @@ struct Row {
 }
 
 pub(crate) async fn apply(
-    tx: &Transaction<'_>,
+    reader: &impl GenericClient,
     schema: &str,
     events: &[ProjectionEvent],
+    writes: &mut Writes,
 ) -> Result<(), ApplyError> {
     let ids: Vec<Uuid> = events
         .iter()
@@ -38,13 +41,13 @@ pub(crate) async fn apply(
         return Ok(());
     }
     let mut rows: BTreeMap<Uuid, Row> = BTreeMap::new();
-    let loaded = tx
-        .query(
+    let loaded = reader
+        .query_typed(
             &format!(
                 "select id, sku, name, price::text, on_hand, reserved, discontinued, version
                    from {schema}.products where id = any($1)"
             ),
-            &[&ids],
+            &[(&ids, Type::UUID_ARRAY)],
         )
         .await?;
     for row in loaded {
@@ -134,8 +137,8 @@ pub(crate) async fn apply(
         cols.discontinued.push(row.discontinued);
         cols.version.push(row.version);
     }
-    tx.execute(
-        &format!(
+    writes.push(
+        format!(
             "insert into {schema}.products (id, sku, name, price, on_hand, reserved, discontinued, version)
              select id, sku, name, price::numeric, on_hand, reserved, discontinued, version
                from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[],
@@ -146,18 +149,17 @@ pub(crate) async fn apply(
                    on_hand = excluded.on_hand, reserved = excluded.reserved,
                    discontinued = excluded.discontinued, version = excluded.version"
         ),
-        &[
-            &cols.id,
-            &cols.sku,
-            &cols.name,
-            &cols.price,
-            &cols.on_hand,
-            &cols.reserved,
-            &cols.discontinued,
-            &cols.version,
+        vec![
+            Box::new(cols.id),
+            Box::new(cols.sku),
+            Box::new(cols.name),
+            Box::new(cols.price),
+            Box::new(cols.on_hand),
+            Box::new(cols.reserved),
+            Box::new(cols.discontinued),
+            Box::new(cols.version),
         ],
-    )
-    .await?;
+    );
     Ok(())
 }
 

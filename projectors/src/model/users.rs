@@ -8,11 +8,13 @@ use domain::ids::StreamType;
 use domain::order::OrderEvent;
 use domain::user::UserEvent;
 use rust_decimal::Decimal;
-use tokio_postgres::Transaction;
+use tokio_postgres::types::Type;
+use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::event::ProjectionEvent;
 use crate::projection::{expect_next, ApplyError};
+use crate::writes::Writes;
 
 /// One row of `read.users`.
 #[derive(Debug, Clone)]
@@ -34,9 +36,10 @@ struct UserOrder {
 }
 
 pub(crate) async fn apply(
-    tx: &Transaction<'_>,
+    reader: &impl GenericClient,
     schema: &str,
     events: &[ProjectionEvent],
+    writes: &mut Writes,
 ) -> Result<(), ApplyError> {
     let mut user_ids = BTreeSet::new();
     let mut order_ids = BTreeSet::new();
@@ -60,10 +63,10 @@ pub(crate) async fn apply(
     let mut orders: BTreeMap<Uuid, UserOrder> = BTreeMap::new();
     if !order_ids.is_empty() {
         let ids: Vec<Uuid> = order_ids.into_iter().collect();
-        for row in tx
-            .query(
+        for row in reader
+            .query_typed(
                 &format!("select order_id, user_id, total::text, paid from {schema}.user_orders where order_id = any($1)"),
-                &[&ids],
+                &[(&ids, Type::UUID_ARRAY)],
             )
             .await?
         {
@@ -74,13 +77,13 @@ pub(crate) async fn apply(
     }
     let mut users: BTreeMap<Uuid, User> = BTreeMap::new();
     let ids: Vec<Uuid> = user_ids.into_iter().collect();
-    for row in tx
-        .query(
+    for row in reader
+        .query_typed(
             &format!(
                 "select id, email, name, active, orders_placed, total_spent::text, version
                    from {schema}.users where id = any($1)"
             ),
-            &[&ids],
+            &[(&ids, Type::UUID_ARRAY)],
         )
         .await?
     {
@@ -227,8 +230,8 @@ pub(crate) async fn apply(
             spent.push(user.total_spent.to_string());
             version.push(user.version);
         }
-        tx.execute(
-            &format!(
+        writes.push(
+            format!(
                 "insert into {schema}.users (id, email, name, active, orders_placed, total_spent, version)
                  select id, email, name, active, orders_placed, total_spent::numeric, version
                    from unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::int4[], $6::text[], $7::int8[])
@@ -238,9 +241,16 @@ pub(crate) async fn apply(
                        orders_placed = excluded.orders_placed, total_spent = excluded.total_spent,
                        version = excluded.version"
             ),
-            &[&id, &email, &name, &active, &placed, &spent, &version],
-        )
-        .await?;
+            vec![
+                Box::new(id),
+                Box::new(email),
+                Box::new(name),
+                Box::new(active),
+                Box::new(placed),
+                Box::new(spent),
+                Box::new(version),
+            ],
+        );
     }
     if !changed_orders.is_empty() {
         let (mut id, mut user_id, mut total, mut paid) =
@@ -254,16 +264,20 @@ pub(crate) async fn apply(
             total.push(order.total.to_string());
             paid.push(order.paid);
         }
-        tx.execute(
-            &format!(
+        writes.push(
+            format!(
                 "insert into {schema}.user_orders (order_id, user_id, total, paid)
                  select order_id, user_id, total::numeric, paid
                    from unnest($1::uuid[], $2::uuid[], $3::text[], $4::bool[]) as r(order_id, user_id, total, paid)
                  on conflict (order_id) do update set paid = excluded.paid"
             ),
-            &[&id, &user_id, &total, &paid],
-        )
-        .await?;
+            vec![
+                Box::new(id),
+                Box::new(user_id),
+                Box::new(total),
+                Box::new(paid),
+            ],
+        );
     }
     Ok(())
 }
