@@ -144,7 +144,7 @@ async fn stream_events(
             ))
         }
     };
-    if state.store.stream_version(&stream_id).await? == 0 {
+    if state.log.stream_version(&stream_id).await? == 0 {
         return Err(ApiError::NotFound(format!("no stream {stream_id}")));
     }
     let events = state
@@ -209,7 +209,7 @@ async fn log_events(
             .map(|t| parse_time(t, "until"))
             .transpose()?,
     };
-    let events = state.store.read_log(after, &filter, limit).await?;
+    let events = state.log.read_log(after, &filter, limit).await?;
     let next = events.last().map_or(after, |e| e.position).to_string();
     Ok(Json(LogPage {
         events: events.iter().map(Envelope::from_recorded).collect(),

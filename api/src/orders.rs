@@ -451,7 +451,7 @@ async fn timeline(
     let mut events = Vec::new();
     let mut after = Position::START;
     loop {
-        let page = state.store.read_log(after, &filter, 1000).await?;
+        let page = state.log.read_log(after, &filter, 1000).await?;
         let Some(last) = page.last() else { break };
         after = last.position;
         events.extend(page.iter().map(Envelope::from_recorded));

@@ -63,7 +63,7 @@ pub async fn wait(
     }
     // No answer ever carried a token beyond the log's last event: waiting
     // for one would only end in a misleading 503 five seconds later.
-    if position > state.store.head().await? {
+    if position > state.log.head().await? {
         return Err(ApiError::BadRequest(format!(
             "min_position {token} is past the end of the event log; pass the position of an answer"
         )));

@@ -9,12 +9,15 @@ use metrics_exporter_prometheus::PrometheusHandle;
 /// Handles to PostgreSQL, NATS and metrics; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    /// Connections to the event store and read models.
+    /// Connections for reads: read models, the log, idempotency records.
     pub pool: deadpool_postgres::Pool,
     /// The NATS connection, for readiness.
     pub nats: async_nats::Client,
-    /// The event store.
+    /// The event store on the connections of commands.
     pub store: EventStore,
+    /// The event store on the connections for reads (`GET /events`,
+    /// timelines), so that reading the log never waits behind commands.
+    pub log: EventStore,
     /// Commands go through it.
     pub executor: Executor,
     /// Renders `/metrics`.
@@ -29,11 +32,27 @@ impl AppState {
     /// State over a pool and a NATS connection (installs the metrics
     /// recorder on first use).
     pub fn new(pool: deadpool_postgres::Pool, nats: async_nats::Client) -> AppState {
-        let store = EventStore::new(pool.clone());
+        AppState::with_pools(pool.clone(), pool, nats)
+    }
+
+    /// State whose commands run on `commands` and whose reads on `reads`.
+    ///
+    /// The commands' pool is the API's admission control: on saturated
+    /// CPUs a command waits for one of its few connections rather than
+    /// adding to work the saga and projectors then fall behind on. Reads
+    /// (an order's status, the log, projection lag) are cheap and must not
+    /// queue behind that: they have their own connections.
+    pub fn with_pools(
+        commands: deadpool_postgres::Pool,
+        reads: deadpool_postgres::Pool,
+        nats: async_nats::Client,
+    ) -> AppState {
+        let store = EventStore::new(commands);
         AppState {
             executor: Executor::new(store.clone()),
             store,
-            pool,
+            log: EventStore::new(reads.clone()),
+            pool: reads,
             nats,
             metrics: crate::metrics::handle(),
             read_wait: Duration::from_secs(5),

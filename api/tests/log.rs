@@ -73,3 +73,42 @@ async fn streams_and_the_global_log_page_in_order() {
         assert_problem(&api.get(bad).await, 400, "bad_request");
     }
 }
+
+/// Reads have connections of their own: with every connection of commands
+/// taken (a burst of orders waiting its turn), the log and the projections
+/// still answer, and commands go on afterwards.
+#[tokio::test]
+async fn reads_do_not_wait_behind_commands() {
+    let env = test_support::TestEnv::new().await;
+    let commands = env.database_url.pool(1).unwrap();
+    let reads = env.database_url.pool(2).unwrap();
+    let state = api::AppState::with_pools(commands, reads, env.nats.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(api::serve(listener, state.clone(), stop.clone()));
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap();
+
+    let held = state.store.client().await.unwrap();
+    for path in ["/events?limit=10", "/projections"] {
+        let answer = http.get(format!("{base}{path}")).send().await;
+        let answer = answer.unwrap_or_else(|e| panic!("GET {path} waited behind commands: {e}"));
+        assert_eq!(answer.status(), 200, "GET {path}");
+    }
+    // A command waits for the connection, and gets it once it is free.
+    let register = http
+        .post(format!("{base}/users"))
+        .json(&serde_json::json!({ "email": "reader@example.com", "name": "Reader" }))
+        .send();
+    let release = async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        drop(held);
+    };
+    let (answer, ()) = tokio::join!(register, release);
+    assert_eq!(answer.unwrap().status(), 201);
+    stop.cancel();
+    server.await.unwrap().unwrap();
+}

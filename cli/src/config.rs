@@ -93,10 +93,12 @@ pub struct HttpArgs {
         default_value = "127.0.0.1:8080"
     )]
     pub http_addr: SocketAddr,
-    /// PostgreSQL connections the HTTP API uses (its own, apart from the
-    /// relay's, projectors' and saga's). Requests beyond wait their turn:
-    /// on a machine whose CPUs are saturated, that keeps the API from
-    /// admitting orders faster than the saga and projectors can follow.
+    /// PostgreSQL connections the HTTP API's commands use (its own, apart
+    /// from the relay's, projectors' and saga's). Commands beyond wait
+    /// their turn: on a machine whose CPUs are saturated, that keeps the
+    /// API from admitting orders faster than the saga and projectors can
+    /// follow. Reads have as many connections again, of their own, so they
+    /// never wait behind commands.
     #[arg(long = "api-connections", env = "ORDO_API_CONNECTIONS", default_value_t = 4,
           value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub api_connections: u16,

@@ -221,12 +221,7 @@ async fn up(global: &GlobalArgs, http: &HttpArgs, saga: &SagaArgs) -> anyhow::Re
         &Projection::ALL,
         &shutdown,
     );
-    let state = api::AppState::new(
-        global
-            .database_url
-            .pool(usize::from(http.api_connections))?,
-        connections.nats.clone(),
-    );
+    let state = api_state(global, http, &connections)?;
     roles.spawn(
         "saga",
         saga_role(
@@ -241,17 +236,27 @@ async fn up(global: &GlobalArgs, http: &HttpArgs, saga: &SagaArgs) -> anyhow::Re
     roles.run_until_stopped().await
 }
 
+/// The API's state: commands and reads on pools of their own, each of
+/// `--api-connections`.
+fn api_state(
+    global: &GlobalArgs,
+    http: &HttpArgs,
+    connections: &Connections,
+) -> anyhow::Result<api::AppState> {
+    let size = usize::from(http.api_connections);
+    Ok(api::AppState::with_pools(
+        global.database_url.pool(size)?,
+        global.database_url.pool(size)?,
+        connections.nats.clone(),
+    ))
+}
+
 async fn api(global: &GlobalArgs, http: &HttpArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
     let connections = connect(global, "ordo-api").await?;
     let listener = bind(http).await?;
     let mut roles = Roles::new(shutdown.clone());
-    let state = api::AppState::new(
-        global
-            .database_url
-            .pool(usize::from(http.api_connections))?,
-        connections.nats.clone(),
-    );
+    let state = api_state(global, http, &connections)?;
     roles.spawn("api", api_role(state, listener, shutdown));
     roles.run_until_stopped().await
 }
