@@ -80,9 +80,9 @@ impl Projection {
         writes: &mut Writes,
     ) -> Result<(), ApplyError> {
         match self {
-            Projection::Users => model::users::apply(reader, schema, events, writes).await,
-            Projection::Products => model::products::apply(reader, schema, events, writes).await,
-            Projection::Orders => model::orders::apply(reader, schema, events, writes).await,
+            Projection::Users => model::users::plan(reader, schema, events, writes).await,
+            Projection::Products => model::products::plan(reader, schema, events, writes).await,
+            Projection::Orders => model::orders::plan(reader, schema, events, writes).await,
         }
     }
 

@@ -1,4 +1,5 @@
-//! The read models, one module each: load touched rows, fold, write back.
+//! The read models, one module each: load the rows a batch touches, fold the
+//! events into them, collect the writes of the changed rows ([`crate::writes`]).
 
 pub mod orders;
 pub mod products;

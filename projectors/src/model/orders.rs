@@ -39,7 +39,7 @@ pub(crate) fn parse_status(text: &str) -> Option<OrderStatus> {
     .find(|s| s.as_str() == text)
 }
 
-pub(crate) async fn apply(
+pub(crate) async fn plan(
     reader: &impl GenericClient,
     schema: &str,
     events: &[ProjectionEvent],

@@ -26,7 +26,7 @@ struct Row {
     version: i64,
 }
 
-pub(crate) async fn apply(
+pub(crate) async fn plan(
     reader: &impl GenericClient,
     schema: &str,
     events: &[ProjectionEvent],

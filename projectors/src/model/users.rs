@@ -35,7 +35,7 @@ struct UserOrder {
     paid: bool,
 }
 
-pub(crate) async fn apply(
+pub(crate) async fn plan(
     reader: &impl GenericClient,
     schema: &str,
     events: &[ProjectionEvent],
