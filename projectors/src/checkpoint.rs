@@ -88,29 +88,6 @@ pub async fn all<C: GenericClient>(client: &C) -> Result<Vec<Checkpoint>, StoreE
     rows.iter().map(from_row).collect()
 }
 
-/// Moves the checkpoint (inside the batch's transaction).
-pub async fn advance<C: GenericClient>(
-    tx: &C,
-    projection: &str,
-    position: Position,
-    stream_sequence: u64,
-) -> Result<(), StoreError> {
-    tx.execute(
-        "update read.checkpoints
-            set transaction_id = $2::text::xid8, position = $3, stream_sequence = $4,
-                status = 'running', error = null, failed_event = null, updated_at = now()
-          where projection = $1",
-        &[
-            &projection,
-            &position.transaction_sql(),
-            &position.position,
-            &(stream_sequence as i64),
-        ],
-    )
-    .await?;
-    Ok(())
-}
-
 /// Moves the checkpoint from `from` to `position` (inside the batch's
 /// transaction), unless it is no longer at `from`: a rebuild's swap moved
 /// it. Then nothing changes and the answer is `false`. Waits for a swap in

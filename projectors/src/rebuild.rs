@@ -405,7 +405,13 @@ async fn swap(
         ))
         .await?;
     }
-    checkpoint::advance(&*tx, name, sync, sequence).await?;
+    // The live checkpoint is locked since it was read: it is still `live`.
+    if !checkpoint::advance_from(&tx, name, &live, sync, sequence).await? {
+        return Err(StoreError::Internal(format!(
+            "the checkpoint of {name} moved while the rebuild held it"
+        ))
+        .into());
+    }
     tx.commit().await?;
     tracing::info!(projection = name, position = %sync, "rebuilt tables swapped in");
     let outcome = ProjectionOutcome {

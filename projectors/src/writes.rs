@@ -16,6 +16,14 @@ use tokio_postgres::types::ToSql;
 /// A parameter of a collected statement.
 pub type Param = Box<dyn ToSql + Sync + Send>;
 
+/// The parameters of a collected statement: `params![a, b]`.
+macro_rules! params {
+    ($($value:expr),* $(,)?) => {
+        vec![$(Box::new($value) as $crate::writes::Param),*]
+    };
+}
+pub(crate) use params;
+
 /// Statements to run, in order, each with its parameters.
 #[derive(Default)]
 pub struct Writes {

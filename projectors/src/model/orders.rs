@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::event::ProjectionEvent;
 use crate::projection::{expect_next, ApplyError};
-use crate::writes::Writes;
+use crate::writes::{params, Writes};
 
 /// One row of `read.orders`.
 #[derive(Debug, Clone)]
@@ -198,17 +198,7 @@ pub(crate) async fn plan(
                set status = excluded.status, reason = excluded.reason,
                    updated_at = excluded.updated_at, version = excluded.version"
         ),
-        vec![
-            Box::new(id),
-            Box::new(user_id),
-            Box::new(status),
-            Box::new(lines),
-            Box::new(total),
-            Box::new(reason),
-            Box::new(placed_at),
-            Box::new(updated_at),
-            Box::new(version),
-        ],
+        params![id, user_id, status, lines, total, reason, placed_at, updated_at, version],
     );
     Ok(())
 }

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::event::ProjectionEvent;
 use crate::projection::{expect_next, ApplyError};
-use crate::writes::Writes;
+use crate::writes::{params, Writes};
 
 /// One row of `read.products`.
 #[derive(Debug, Clone, PartialEq)]
@@ -149,16 +149,7 @@ pub(crate) async fn plan(
                    on_hand = excluded.on_hand, reserved = excluded.reserved,
                    discontinued = excluded.discontinued, version = excluded.version"
         ),
-        vec![
-            Box::new(cols.id),
-            Box::new(cols.sku),
-            Box::new(cols.name),
-            Box::new(cols.price),
-            Box::new(cols.on_hand),
-            Box::new(cols.reserved),
-            Box::new(cols.discontinued),
-            Box::new(cols.version),
-        ],
+        params![cols.id, cols.sku, cols.name, cols.price, cols.on_hand, cols.reserved, cols.discontinued, cols.version],
     );
     Ok(())
 }

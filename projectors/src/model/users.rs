@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::event::ProjectionEvent;
 use crate::projection::{expect_next, ApplyError};
-use crate::writes::Writes;
+use crate::writes::{params, Writes};
 
 /// One row of `read.users`.
 #[derive(Debug, Clone)]
@@ -241,15 +241,7 @@ pub(crate) async fn plan(
                        orders_placed = excluded.orders_placed, total_spent = excluded.total_spent,
                        version = excluded.version"
             ),
-            vec![
-                Box::new(id),
-                Box::new(email),
-                Box::new(name),
-                Box::new(active),
-                Box::new(placed),
-                Box::new(spent),
-                Box::new(version),
-            ],
+            params![id, email, name, active, placed, spent, version],
         );
     }
     if !changed_orders.is_empty() {
@@ -271,12 +263,7 @@ pub(crate) async fn plan(
                    from unnest($1::uuid[], $2::uuid[], $3::text[], $4::bool[]) as r(order_id, user_id, total, paid)
                  on conflict (order_id) do update set paid = excluded.paid"
             ),
-            vec![
-                Box::new(id),
-                Box::new(user_id),
-                Box::new(total),
-                Box::new(paid),
-            ],
+            params![id, user_id, total, paid],
         );
     }
     Ok(())
