@@ -94,17 +94,31 @@ impl DatabaseUrl {
         self.config.get_dbname().unwrap_or("postgres")
     }
 
-    /// The same server, another database.
+    /// The same server, another database. The URL's text follows: its path
+    /// names the database, and a `dbname` query parameter (which would win
+    /// over the path) is dropped. The query's other parameters, a Unix
+    /// socket's `host=/run/postgresql` among them, are kept.
     pub fn with_database(&self, database: &str) -> DatabaseUrl {
         let mut config = self.config.clone();
         config.dbname(database);
-        let url = match self.url.rsplit_once('/') {
-            Some((server, rest)) => {
-                let query = rest
-                    .split_once('?')
-                    .map(|(_, q)| format!("?{q}"))
-                    .unwrap_or_default();
-                format!("{server}/{database}{query}")
+        let (base, query) = match self.url.split_once('?') {
+            Some((base, query)) => (base, Some(query)),
+            None => (self.url.as_str(), None),
+        };
+        let query: Vec<&str> = query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .filter(|pair| !pair.is_empty() && !pair.starts_with("dbname="))
+            .collect();
+        let url = match base.split_once("://") {
+            Some((scheme, rest)) => {
+                let server = rest.split_once('/').map_or(rest, |(server, _)| server);
+                let query = if query.is_empty() {
+                    String::new()
+                } else {
+                    format!("?{}", query.join("&"))
+                };
+                format!("{scheme}://{server}/{database}{query}")
             }
             None => self.url.clone(),
         };
@@ -193,10 +207,29 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Replaces the password of a URL with `***`.
+/// Replaces the password of a URL with `***`, in its user info or in a
+/// `password=` query parameter.
 pub fn redact(url: &str) -> String {
+    let (url, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let query = query.map(|q| {
+        let pairs: Vec<&str> = q
+            .split('&')
+            .map(|pair| {
+                if pair.starts_with("password=") {
+                    "password=***"
+                } else {
+                    pair
+                }
+            })
+            .collect();
+        format!("?{}", pairs.join("&"))
+    });
+    let query = query.unwrap_or_default();
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+        return format!("{url}{query}");
     };
     let (authority, path) = match rest.find('/') {
         Some(i) => rest.split_at(i),
@@ -204,10 +237,10 @@ pub fn redact(url: &str) -> String {
     };
     match authority.rsplit_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
-            None => url.to_owned(),
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}{query}"),
+            None => format!("{url}{query}"),
         },
-        None => url.to_owned(),
+        None => format!("{url}{query}"),
     }
 }
 
@@ -224,6 +257,14 @@ mod tests {
         );
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("postgres://h/db"), "postgres://h/db");
+        assert_eq!(
+            redact("postgres://u:secret@h/db?sslmode=disable"),
+            "postgres://u:***@h/db?sslmode=disable"
+        );
+        assert_eq!(
+            redact("postgres:///db?host=/run/postgresql&password=secret&user=u"),
+            "postgres:///db?host=/run/postgresql&password=***&user=u"
+        );
     }
 
     #[test]
@@ -242,5 +283,30 @@ mod tests {
         let other = url.with_database("b");
         assert_eq!(other.database(), "b");
         assert_eq!(other.redacted(), "postgres://u:***@h:1/b?sslmode=disable");
+    }
+
+    #[test]
+    fn switches_database_of_unix_socket_urls() {
+        // The socket directory in the query has slashes of its own.
+        let url: DatabaseUrl = "postgres:///a?host=/var/run/postgresql".parse().unwrap();
+        let other = url.with_database("b");
+        assert_eq!(other.database(), "b");
+        assert_eq!(other.expose(), "postgres:///b?host=/var/run/postgresql");
+        assert_eq!(
+            other.expose().parse::<DatabaseUrl>().unwrap().database(),
+            "b",
+            "the text names the same database as the config"
+        );
+        let url: DatabaseUrl = "postgres://u@%2Fvar%2Frun%2Fpostgresql/a".parse().unwrap();
+        assert_eq!(
+            url.with_database("b").expose(),
+            "postgres://u@%2Fvar%2Frun%2Fpostgresql/b"
+        );
+        // A `dbname` parameter would override the path: it goes.
+        let url: DatabaseUrl = "postgres:///?dbname=a&host=/tmp".parse().unwrap();
+        assert_eq!(url.database(), "a");
+        let other = url.with_database("b");
+        assert_eq!(other.expose(), "postgres:///b?host=/tmp");
+        assert_eq!(other.expose().parse::<DatabaseUrl>().unwrap().database(), "b");
     }
 }
