@@ -307,6 +307,9 @@ mod tests {
         assert_eq!(url.database(), "a");
         let other = url.with_database("b");
         assert_eq!(other.expose(), "postgres:///b?host=/tmp");
-        assert_eq!(other.expose().parse::<DatabaseUrl>().unwrap().database(), "b");
+        assert_eq!(
+            other.expose().parse::<DatabaseUrl>().unwrap().database(),
+            "b"
+        );
     }
 }
