@@ -5,6 +5,17 @@
 //! in flight), or, when events have committed beyond the horizon, looks again
 //! after a short, growing pause: the transaction holding the horizon will end
 //! and there may be no notification for it (it need not be an append).
+//!
+//! The plain horizon waits for every transaction of the server, including
+//! ones that cannot append an event (a saga's state, a forgotten `begin` in
+//! psql, another database's work). Once it has held events back for
+//! [`LOOK_PAST_OTHERS_AFTER`], the follower reads below the horizon of the
+//! transactions that may append (`schemas/sql/0007_log_horizon.sql`), so a
+//! long transaction that cannot append delays it by that much, not until it
+//! ends. That read consults the lock table, which costs enough under load
+//! that it is not the default: measured always on, it cost more than the
+//! waits it saved (docs/BENCHMARKS.md). The follower goes back to plain
+//! reads once the plain horizon has passed its position.
 
 use std::time::Duration;
 
@@ -21,6 +32,9 @@ const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// First and longest pause while waiting for the horizon to move.
 const HORIZON_PAUSE_MIN: Duration = Duration::from_millis(1);
 const HORIZON_PAUSE_MAX: Duration = Duration::from_millis(50);
+/// How long the plain horizon may hold events back before the follower
+/// passes over transactions that cannot append.
+pub const LOOK_PAST_OTHERS_AFTER: Duration = Duration::from_secs(1);
 
 /// The pause before looking again, `waited` after the horizon first held
 /// events back: a quarter of that, within bounds. What holds the horizon is
@@ -41,6 +55,8 @@ pub struct LogFollower<T = RecordedEvent> {
     after: Position,
     batch_size: i64,
     filter: LogFilter,
+    /// Since when the plain horizon has held events back, if it does.
+    held_since: Option<tokio::time::Instant>,
 }
 
 impl<T: LogRow> LogFollower<T> {
@@ -58,6 +74,7 @@ impl<T: LogRow> LogFollower<T> {
             after,
             batch_size,
             filter: LogFilter::default(),
+            held_since: None,
         }
     }
 
@@ -78,12 +95,32 @@ impl<T: LogRow> LogFollower<T> {
         self.after = after;
     }
 
+    /// True while the follower passes over transactions that cannot append.
+    pub fn looking_past_others(&self) -> bool {
+        self.held_since
+            .is_some_and(|since| since.elapsed() >= LOOK_PAST_OTHERS_AFTER)
+    }
+
     /// The next events, if any are available now.
     pub async fn try_next_batch(&mut self) -> Result<Vec<T>, StoreError> {
-        let batch: Vec<T> = self
-            .store
-            .read_log_as(self.after, &self.filter, self.batch_size)
-            .await?;
+        let batch: Vec<T> = if self.looking_past_others() {
+            let (batch, plain) = self
+                .store
+                .read_log_past_others_as::<T>(self.after, &self.filter, self.batch_size)
+                .await?;
+            // Once the plain horizon is past everything read, plain reads
+            // give the same answers again, for less.
+            if let (Some(last), Some(plain)) = (batch.last(), plain) {
+                if last.position().transaction_id < plain {
+                    self.held_since = None;
+                }
+            }
+            batch
+        } else {
+            self.store
+                .read_log_as(self.after, &self.filter, self.batch_size)
+                .await?
+        };
         if let Some(last) = batch.last() {
             self.after = last.position();
         }
@@ -92,7 +129,6 @@ impl<T: LogRow> LogFollower<T> {
 
     /// The next non-empty batch, waiting as long as it takes.
     pub async fn next_batch(&mut self) -> Result<Vec<T>, StoreError> {
-        let mut held_since = None;
         loop {
             // Mark before reading, so a notification during the read is not lost.
             self.wakeups.borrow_and_update();
@@ -101,11 +137,20 @@ impl<T: LogRow> LogFollower<T> {
                 return Ok(batch);
             }
             if self.store.pending_beyond_horizon().await? {
-                let since = *held_since.get_or_insert_with(tokio::time::Instant::now);
-                tokio::time::sleep(horizon_pause(since.elapsed())).await;
+                let since = *self
+                    .held_since
+                    .get_or_insert_with(tokio::time::Instant::now);
+                let pause = if self.looking_past_others() {
+                    // Whatever holds it now may append: it is a write of a
+                    // few milliseconds, like any other.
+                    HORIZON_PAUSE_MIN * 4
+                } else {
+                    horizon_pause(since.elapsed())
+                };
+                tokio::time::sleep(pause).await;
                 continue;
             }
-            held_since = None;
+            self.held_since = None;
             tokio::select! {
                 changed = self.wakeups.changed() => {
                     if changed.is_err() {

@@ -4,8 +4,13 @@
 //! transaction's id first, then the row's identity within it. A bigint identity
 //! alone does not give a safe order: a transaction that drew position 10 can
 //! commit after one that drew 11, and a reader already past 11 would never see
-//! 10. Transaction ids below the horizon (the oldest transaction in flight) are
-//! final, so reading in this order below the horizon never skips an event.
+//! 10. Transaction ids below the horizon (the oldest transaction in flight)
+//! are final, so reading in this order below the horizon never skips an
+//! event. Only transactions that may append events need to be waited for:
+//! one that cannot (it holds an id but no lock on `events`, and appending
+//! must be a transaction's first write) may be passed over, which followers
+//! do once it has held them for a while (`schemas/sql/0007_log_horizon.sql`
+//! has the rule and the argument; [`crate::follow`] the follower's side).
 //!
 //! Users see a position as an opaque token, `"<transaction>.<position>"`.
 

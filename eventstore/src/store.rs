@@ -351,6 +351,22 @@ impl EventStore {
         read_log(&**client, after, filter, limit).await
     }
 
+    /// [`EventStore::read_log_as`] waiting only for transactions that may
+    /// append events (`schemas/sql/0007_log_horizon.sql`): one that holds
+    /// the plain horizon back but cannot append, however long it runs, is
+    /// passed over. It looks at the lock table, so followers use it only
+    /// while the plain horizon has been held for a while. Also returns the
+    /// plain horizon at the time of the read, when any event was read.
+    pub async fn read_log_past_others_as<T: LogRow>(
+        &self,
+        after: Position,
+        filter: &LogFilter,
+        limit: i64,
+    ) -> Result<(Vec<T>, Option<u64>), StoreError> {
+        let client = self.pool.get().await?;
+        read_log_below(&**client, after, filter, limit, Below::OldestAppender).await
+    }
+
     /// True when events have committed beyond the horizon: a reader that found
     /// nothing should look again soon rather than wait for a notification.
     pub async fn pending_beyond_horizon(&self) -> Result<bool, StoreError> {
@@ -864,11 +880,43 @@ pub async fn read_log<T: LogRow, C: tokio_postgres::GenericClient>(
     filter: &LogFilter,
     limit: i64,
 ) -> Result<Vec<T>, StoreError> {
+    read_log_below(client, after, filter, limit, Below::Oldest)
+        .await
+        .map(|(rows, _)| rows)
+}
+
+/// Which transactions a read of the log waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Below {
+    /// Every transaction of the server holding an id: the plain horizon,
+    /// one comparison with the statement's snapshot.
+    Oldest,
+    /// Only transactions that may append events (`ordo_log_horizon()`,
+    /// migration 0007): it looks at the lock table, so it costs more.
+    OldestAppender,
+}
+
+/// [`read_log`] below the chosen horizon; with [`Below::OldestAppender`]
+/// also the plain horizon of the same snapshot, as a transaction id.
+async fn read_log_below<T: LogRow, C: tokio_postgres::GenericClient>(
+    client: &C,
+    after: Position,
+    filter: &LogFilter,
+    limit: i64,
+    below: Below,
+) -> Result<(Vec<T>, Option<u64>), StoreError> {
     let after_tx = after.transaction_sql();
+    let (horizon, plain) = match below {
+        Below::Oldest => ("pg_snapshot_xmin(pg_current_snapshot())", ""),
+        Below::OldestAppender => (
+            "(select ordo_log_horizon())",
+            ", pg_snapshot_xmin(pg_current_snapshot())::text",
+        ),
+    };
     let mut sql = format!(
-        "select {} from events
+        "select {}{plain} from events
           where (transaction_id, position) > ($1::text::xid8, $2)
-            and transaction_id < pg_snapshot_xmin(pg_current_snapshot())",
+            and transaction_id < {horizon}",
         T::COLUMNS
     );
     let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
@@ -906,7 +954,17 @@ pub async fn read_log<T: LogRow, C: tokio_postgres::GenericClient>(
     // `GET /events` page run this, and a prepared statement would cost a
     // second round trip here or keep a plan chosen while the log was small.
     let rows = client.query_typed(&sql, &params).await?;
-    rows.iter().map(T::from_row).collect()
+    let plain = match (below, rows.first()) {
+        (Below::OldestAppender, Some(row)) => {
+            let text: String = row.try_get(row.len() - 1)?;
+            Some(text.parse().map_err(|_| {
+                StoreError::Internal(format!("unreadable transaction id {text:?}"))
+            })?)
+        }
+        _ => None,
+    };
+    let rows = rows.iter().map(T::from_row).collect::<Result<_, _>>()?;
+    Ok((rows, plain))
 }
 
 /// A way of reading rows of the log.
