@@ -117,9 +117,15 @@ impl<T: LogRow> LogFollower<T> {
             }
             batch
         } else {
-            self.store
+            let batch: Vec<T> = self
+                .store
                 .read_log_as(self.after, &self.filter, self.batch_size)
-                .await?
+                .await?;
+            if !batch.is_empty() {
+                // The plain horizon moved: what held it has ended.
+                self.held_since = None;
+            }
+            batch
         };
         if let Some(last) = batch.last() {
             self.after = last.position();
