@@ -954,15 +954,16 @@ async fn read_log_below<T: LogRow, C: tokio_postgres::GenericClient>(
     // `GET /events` page run this, and a prepared statement would cost a
     // second round trip here or keep a plan chosen while the log was small.
     let rows = client.query_typed(&sql, &params).await?;
-    let plain = match (below, rows.first()) {
-        (Below::OldestAppender, Some(row)) => {
-            let text: String = row.try_get(row.len() - 1)?;
-            Some(text.parse().map_err(|_| {
-                StoreError::Internal(format!("unreadable transaction id {text:?}"))
-            })?)
-        }
-        _ => None,
-    };
+    let plain =
+        match (below, rows.first()) {
+            (Below::OldestAppender, Some(row)) => {
+                let text: String = row.try_get(row.len() - 1)?;
+                Some(text.parse().map_err(|_| {
+                    StoreError::Internal(format!("unreadable transaction id {text:?}"))
+                })?)
+            }
+            _ => None,
+        };
     let rows = rows.iter().map(T::from_row).collect::<Result<_, _>>()?;
     Ok((rows, plain))
 }

@@ -119,7 +119,9 @@ async fn an_open_transaction_that_appended_holds_later_events_back_until_it_ends
 
     let mut holder = env.client().await;
     let open = holder.transaction().await.expect("begin");
-    let early = insert_event(&open).await.expect("insert in the open transaction");
+    let early = insert_event(&open)
+        .await
+        .expect("insert in the open transaction");
     let late = append(&store).await;
     assert!(
         store.pending_beyond_horizon().await.expect("ask"),
@@ -257,7 +259,9 @@ async fn a_follower_passes_over_a_long_transaction_that_cannot_append_but_not_on
     // until it ends, and its event then comes first.
     let mut writer = env.client().await;
     let writing = writer.transaction().await.expect("begin");
-    let held = insert_event(&writing).await.expect("append in the open transaction");
+    let held = insert_event(&writing)
+        .await
+        .expect("append in the open transaction");
     let second = append(&store).await;
     assert!(
         tokio::time::timeout(Duration::from_secs(2), follower.next_batch())
@@ -435,7 +439,10 @@ async fn a_follower_never_skips_events_of_transactions_that_commit_late() {
         .map(|e| (e.position, e.event_id))
         .collect();
     let full_ids: HashSet<Uuid> = full.iter().map(|(_, id)| *id).collect();
-    assert_eq!(full_ids, committed, "the log holds exactly the committed events");
+    assert_eq!(
+        full_ids, committed,
+        "the log holds exactly the committed events"
+    );
     assert!(
         rolled_back > 0 && committed.len() > 500,
         "the mix ran: {} committed, {rolled_back} rolled back",
@@ -443,7 +450,11 @@ async fn a_follower_never_skips_events_of_transactions_that_commit_late() {
     );
     for (reader, seen) in seen_by.iter().enumerate() {
         let seen_ids: HashSet<Uuid> = seen.iter().map(|(_, id)| *id).collect();
-        assert_eq!(seen.len(), seen_ids.len(), "reader {reader}: no event seen twice");
+        assert_eq!(
+            seen.len(),
+            seen_ids.len(),
+            "reader {reader}: no event seen twice"
+        );
         let missed = committed.difference(&seen_ids).count();
         assert_eq!(
             missed, 0,
