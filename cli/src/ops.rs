@@ -136,11 +136,16 @@ pub async fn status(store: &EventStore, stream: &StreamName) -> anyhow::Result<(
     let horizon = store.horizon().await?;
     match &horizon.holder {
         Some(holder) if holder.age_seconds > 1.0 => println!(
-            "log horizon        held {:.1} s by pid {} ({}, {}): {}",
+            "log horizon        held {:.1} s by pid {} ({}, {}, {}): {}",
             holder.age_seconds,
             holder.pid,
             holder.database.as_deref().unwrap_or("?"),
             holder.state.as_deref().unwrap_or("?"),
+            if holder.may_append {
+                "may append events: readers wait for it"
+            } else {
+                "cannot append events: readers pass over it"
+            },
             holder.query.as_deref().unwrap_or("").replace('\n', " ")
         ),
         _ => println!("log horizon        moving (no long transaction)"),

@@ -259,14 +259,17 @@ impl Relay {
         }
     }
 
-    /// Publishes as metrics what holds the log's horizon back: a long
-    /// transaction anywhere on the server delays every reader.
+    /// Publishes as metrics what holds the log's horizon back. A long
+    /// transaction that may append delays every reader until it ends; one
+    /// that cannot, followers pass over after a second.
     async fn report_horizon(&self) {
         if let Ok(horizon) = self.store.horizon().await {
             let age = horizon.holder.as_ref().map_or(0.0, |h| h.age_seconds);
             metrics::gauge!("ordo_log_horizon_age_seconds").set(age);
             if age > 30.0 {
-                if let Some(holder) = &horizon.holder {
+                // One that cannot append holds only plain reads back;
+                // followers pass over it.
+                if let Some(holder) = horizon.holder.as_ref().filter(|h| h.may_append) {
                     tracing::warn!(
                         pid = holder.pid,
                         database = holder.database.as_deref().unwrap_or("?"),

@@ -133,6 +133,11 @@ pub struct HorizonHolder {
     pub age_seconds: f64,
     /// `active`, `idle in transaction`, ...
     pub state: Option<String>,
+    /// True when it may append events (it holds a lock on `events` that
+    /// lets it write). Followers wait for such a transaction until it ends;
+    /// one that cannot append they pass over after
+    /// [`crate::follow::LOOK_PAST_OTHERS_AFTER`].
+    pub may_append: bool,
     /// The start of what it is running.
     pub query: Option<String>,
 }
@@ -411,8 +416,16 @@ impl EventStore {
         let holder = client
             .query_opt(
                 "select pid, datname::text, extract(epoch from now() - xact_start)::float8,
-                        state, left(query, 200)
-                   from pg_stat_activity
+                        state, left(query, 200),
+                        exists (select 1 from pg_locks l
+                                 where l.pid = a.pid
+                                   and l.locktype = 'relation'
+                                   and l.database = (select oid from pg_database
+                                                      where datname = current_database())
+                                   and l.relation = 'events'::regclass
+                                   and l.mode in ('RowExclusiveLock', 'ShareRowExclusiveLock',
+                                                  'ExclusiveLock', 'AccessExclusiveLock'))
+                   from pg_stat_activity a
                   where backend_xid is not null and pid <> pg_backend_pid()
                   order by age(backend_xid) desc
                   limit 1",
@@ -425,6 +438,7 @@ impl EventStore {
                 age_seconds: row.get::<_, Option<f64>>(2).unwrap_or(0.0),
                 state: row.get(3),
                 query: row.get(4),
+                may_append: row.get(5),
             });
         Ok(Horizon {
             xmin: xmin.parse().unwrap_or(0),

@@ -91,6 +91,28 @@ async fn read_ids(store: &EventStore, count: usize) -> Vec<Uuid> {
     ids(&read_all(store).await)
 }
 
+/// Whether `horizon()` says the transaction of backend `pid` may append,
+/// once that transaction is the oldest on the server (other tests'
+/// transactions that began before it end within moments).
+async fn holder_may_append(store: &EventStore, pid: i32) -> bool {
+    for _ in 0..400 {
+        let horizon = store.horizon().await.expect("horizon");
+        if let Some(holder) = horizon.holder.filter(|h| h.pid == pid) {
+            return holder.may_append;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("pid {pid} never became the oldest transaction");
+}
+
+async fn backend_pid(client: &impl deadpool_postgres::GenericClient) -> i32 {
+    client
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .expect("pid")
+        .get(0)
+}
+
 /// Waits (a while) for nothing to be pending beyond the horizon.
 async fn clears(store: &EventStore) -> bool {
     for _ in 0..200 {
@@ -118,6 +140,7 @@ async fn an_open_transaction_that_appended_holds_later_events_back_until_it_ends
     assert_eq!(read_ids(&store, 1).await, vec![before]);
 
     let mut holder = env.client().await;
+    let pid = backend_pid(&holder).await;
     let open = holder.transaction().await.expect("begin");
     let early = insert_event(&open)
         .await
@@ -131,6 +154,10 @@ async fn an_open_transaction_that_appended_holds_later_events_back_until_it_ends
         ids(&read_all(&store).await),
         vec![before],
         "nothing at or after the open append is readable yet"
+    );
+    assert!(
+        holder_may_append(&store, pid).await,
+        "status says the holder may append"
     );
 
     open.commit().await.expect("commit");
@@ -156,6 +183,7 @@ async fn transactions_that_cannot_append_do_not_hold_the_log_back() {
     // a lock on `events` that does not let it write): before migration 0007
     // this held every reader of the log back until it ended.
     let mut other = env.client().await;
+    let pid = backend_pid(&other).await;
     let open = other.transaction().await.expect("begin");
     open.query_one("select count(*) from events", &[])
         .await
@@ -183,6 +211,10 @@ async fn transactions_that_cannot_append_do_not_hold_the_log_back() {
             .expect("plain read")
             .is_empty(),
         "below the plain horizon, it still waits"
+    );
+    assert!(
+        !holder_may_append(&store, pid).await,
+        "status says the holder cannot append"
     );
 
     // And it cannot append: appending must be a transaction's first write.
