@@ -15,6 +15,7 @@
 //! [`app`] builds the whole router, so tests can drive it without a socket;
 //! [`serve`] runs it until shutdown, letting requests in flight finish.
 
+pub mod admission;
 pub mod commands;
 pub mod doc;
 pub mod error;

@@ -198,6 +198,7 @@ async fn place(
         lines.push((ProductId::new(line.product_id), quantity));
     }
     let id = new_id(&meta, "POST /orders", input.id);
+    state.admission.admit().await;
     idempotent(&state, &meta, "POST /orders", &body, |key| async {
         // The order rule needs the user and every product as they are now,
         // read from the event log (not the read models, which may lag).

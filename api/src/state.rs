@@ -26,6 +26,8 @@ pub struct AppState {
     pub read_wait: Duration,
     /// Recent counts of long projection lags (`/projections`, `/metrics`).
     pub lag_cache: std::sync::Arc<projectors::status::LagCache>,
+    /// When new orders wait at the door (off unless [`AppState::with_admission`]).
+    pub admission: std::sync::Arc<crate::admission::Admission>,
 }
 
 impl AppState {
@@ -48,6 +50,7 @@ impl AppState {
         nats: async_nats::Client,
     ) -> AppState {
         let store = EventStore::new(commands);
+        let reads_for_admission = reads.clone();
         AppState {
             executor: Executor::new(store.clone()),
             store,
@@ -57,7 +60,15 @@ impl AppState {
             metrics: crate::metrics::handle(),
             read_wait: Duration::from_secs(5),
             lag_cache: std::sync::Arc::default(),
+            admission: crate::admission::Admission::spawn(reads_for_admission, 0),
         }
+    }
+
+    /// New orders wait while the saga or a projection is more than `limit`
+    /// events behind the log (0: never); see [`crate::admission`].
+    pub fn with_admission(mut self, limit: u64) -> AppState {
+        self.admission = crate::admission::Admission::spawn(self.pool.clone(), limit);
+        self
     }
 }
 

@@ -102,6 +102,16 @@ pub struct HttpArgs {
     #[arg(long = "api-connections", env = "ORDO_API_CONNECTIONS", default_value_t = 4,
           value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub api_connections: u16,
+    /// New orders wait (half a second at most) while the saga or a
+    /// projection is more than this many events behind the log, so that on
+    /// saturated CPUs the time from placed to confirmed stays short; 0 never
+    /// waits. See `api::admission`.
+    #[arg(
+        long = "admission-lag",
+        env = "ORDO_ADMISSION_LAG",
+        default_value_t = 0
+    )]
+    pub admission_lag: u64,
 }
 
 /// Saga settings.
@@ -332,6 +342,19 @@ mod tests {
         assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
         assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
         assert!(parse_duration("a while").is_err());
+    }
+
+    #[test]
+    fn admission_by_lag_is_off_unless_asked_for() {
+        let limit = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Up { http, .. }) | Ok(Command::Api { http }) => Ok(http.admission_lag),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(limit(&["ordo", "up"]), Ok(0));
+        assert_eq!(limit(&["ordo", "api", "--admission-lag", "200"]), Ok(200));
+        let error = limit(&["ordo", "up", "--admission-lag", "lots"]).unwrap_err();
+        assert!(error.contains("admission-lag"), "{error}");
     }
 
     #[test]

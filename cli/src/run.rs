@@ -248,7 +248,8 @@ fn api_state(
         global.database_url.pool(size)?,
         global.database_url.pool(size)?,
         connections.nats.clone(),
-    ))
+    )
+    .with_admission(http.admission_lag))
 }
 
 async fn api(global: &GlobalArgs, http: &HttpArgs) -> anyhow::Result<()> {
