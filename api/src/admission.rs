@@ -39,8 +39,16 @@ pub struct Admission {
 }
 
 impl Admission {
-    /// Admission with `limit` events of lag (0: admit at once, no poller).
-    /// The poller stops when the returned value is dropped.
+    /// No admission control: every order goes ahead at once.
+    pub fn off() -> Arc<Admission> {
+        Arc::new(Admission {
+            limit: 0,
+            lag: AtomicU64::new(0),
+        })
+    }
+
+    /// Admission with `limit` events of lag (0: [`Admission::off`]). The
+    /// poller stops when the returned value is dropped.
     pub fn spawn(pool: deadpool_postgres::Pool, limit: u64) -> Arc<Admission> {
         let admission = Arc::new(Admission {
             limit,

@@ -50,7 +50,6 @@ impl AppState {
         nats: async_nats::Client,
     ) -> AppState {
         let store = EventStore::new(commands);
-        let reads_for_admission = reads.clone();
         AppState {
             executor: Executor::new(store.clone()),
             store,
@@ -60,7 +59,7 @@ impl AppState {
             metrics: crate::metrics::handle(),
             read_wait: Duration::from_secs(5),
             lag_cache: std::sync::Arc::default(),
-            admission: crate::admission::Admission::spawn(reads_for_admission, 0),
+            admission: crate::admission::Admission::off(),
         }
     }
 
