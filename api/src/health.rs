@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,20 +16,23 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::error::responses::Unavailable;
+use crate::error::responses::{BadRequest, NotFound, Unavailable};
 use crate::error::ApiError;
+use crate::extract::ApiQuery;
+use crate::reads::{wait, ReadParams};
 use crate::AppState;
 
 /// How long `/ready` waits for each dependency.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// `/health`, `/ready`, `/metrics`, `/projections`.
+/// `/health`, `/ready`, `/metrics`, `/projections`, `/projections/{name}`.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(health))
         .routes(routes!(ready))
         .routes(routes!(metrics))
         .routes(routes!(projections))
+        .routes(routes!(projection))
 }
 
 /// The process runs.
@@ -156,5 +159,45 @@ async fn projections(
     let client = state.pool.get().await?;
     Ok(Json(
         projectors::status::projections_cached(&**client, &state.lag_cache).await?,
+    ))
+}
+
+/// `{name}` of a projection, as the OpenAPI document describes it.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ProjectionNameParam {
+    /// `users`, `products` or `orders`.
+    #[param(pattern = "^(users|products|orders)$", example = "orders")]
+    pub name: String,
+}
+
+/// One projection's state. With `min_position`, the answer waits (up to 5 s)
+/// until the projection has applied that position, as every read does: a
+/// client that wrote can wait here for its write to reach a read model
+/// without reading the model itself (the end-to-end benchmark does so).
+#[utoipa::path(get, path = "/projections/{name}", tag = "operations",
+    params(ProjectionNameParam, ReadParams),
+    responses((status = 200, description = "The projection", body = ProjectionState),
+        (status = 400, response = BadRequest), (status = 404, response = NotFound),
+        (status = 503, response = Unavailable)))]
+async fn projection(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiQuery(params): ApiQuery<ReadParams>,
+) -> Result<Json<projectors::status::ProjectionStatus>, ApiError> {
+    let projection = projectors::Projection::ALL
+        .into_iter()
+        .find(|p| p.name() == name)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no projection {:?} (users, products, orders)",
+                name.chars().take(64).collect::<String>()
+            ))
+        })?;
+    wait(&state, projection, params.min_position.as_deref()).await?;
+    let client = state.pool.get().await?;
+    Ok(Json(
+        projectors::status::projection_cached(&**client, &state.lag_cache, projection.name())
+            .await?,
     ))
 }

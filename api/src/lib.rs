@@ -4,8 +4,10 @@
 //! - [`log`]: the event log (`/streams/{id}/events`, `/events`).
 //! - [`sagas`]: `GET /sagas/{order_id}`.
 //! - [`health`]: `/health`, `/ready`, `/metrics`, `/projections`.
+//! - [`admission`]: new orders wait while the consumers lag.
 //! - [`commands`]: idempotency keys, event metadata, executing, answering.
-//! - [`reads`]: `min_position` (read your own writes).
+//! - [`reads`]: `min_position` (read your own writes), waited for through
+//!   [`applied`], one watcher of the checkpoints for every waiter.
 //! - [`extract`], [`input`]: reading requests strictly and amounts exactly,
 //!   and the schemas that state exactly what they accept.
 //! - [`error`]: problem+json answers; [`metrics`]: Prometheus.
@@ -16,6 +18,7 @@
 //! [`serve`] runs it until shutdown, letting requests in flight finish.
 
 pub mod admission;
+pub mod applied;
 pub mod commands;
 pub mod doc;
 pub mod error;

@@ -68,7 +68,11 @@ pub async fn wait(
             "min_position {token} is past the end of the event log; pass the position of an answer"
         )));
     }
-    if projectors::query::wait_for(&state.pool, projection, position, state.read_wait).await? {
+    if state
+        .applied
+        .wait(projection.name(), position, state.read_wait)
+        .await
+    {
         Ok(())
     } else {
         metrics::counter!("ordo_projection_lagging_total", "projection" => projection.name())

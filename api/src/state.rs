@@ -26,6 +26,8 @@ pub struct AppState {
     pub read_wait: Duration,
     /// Recent counts of long projection lags (`/projections`, `/metrics`).
     pub lag_cache: std::sync::Arc<projectors::status::LagCache>,
+    /// Each read model's applied position, watched for `min_position`.
+    pub applied: std::sync::Arc<crate::applied::Applied>,
     /// When new orders wait at the door (off unless [`AppState::with_admission`]).
     pub admission: std::sync::Arc<crate::admission::Admission>,
 }
@@ -50,6 +52,7 @@ impl AppState {
         nats: async_nats::Client,
     ) -> AppState {
         let store = EventStore::new(commands);
+        let applied = std::sync::Arc::new(crate::applied::Applied::new(reads.clone()));
         AppState {
             executor: Executor::new(store.clone()),
             store,
@@ -59,6 +62,7 @@ impl AppState {
             metrics: crate::metrics::handle(),
             read_wait: Duration::from_secs(5),
             lag_cache: std::sync::Arc::default(),
+            applied,
             admission: crate::admission::Admission::off(),
         }
     }

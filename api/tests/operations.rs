@@ -156,6 +156,49 @@ async fn health_ready_metrics_and_projections() {
 }
 
 #[tokio::test]
+async fn one_projection_answers_once_it_has_applied_a_position() {
+    let api = Api::start().await;
+    let created = api.user("Waited").await;
+    let written: eventstore::Position = created.position().parse().unwrap();
+    let users = api
+        .get(&format!(
+            "/projections/users?min_position={}",
+            created.position()
+        ))
+        .await;
+    assert_eq!(users.status, 200, "{users:?}");
+    assert_eq!(users.body["name"], "users");
+    let applied: eventstore::Position = users.body["position"].as_str().unwrap().parse().unwrap();
+    assert!(applied >= written, "{applied} has {written}");
+    for field in ["lag_events", "lag_seconds", "status", "updated_at"] {
+        assert!(users.body.get(field).is_some(), "{field} in {}", users.body);
+    }
+    // The users projection does not write products: the products one got
+    // there on its own, and says so.
+    let products = api.get("/projections/products").await;
+    assert_eq!(products.status, 200, "{products:?}");
+    assert_eq!(products.body["name"], "products");
+
+    assert_problem(&api.get("/projections/nope").await, 404, "not_found");
+    assert_problem(
+        &api.get("/projections/users?min_position=12x").await,
+        400,
+        "bad_request",
+    );
+    assert_problem(
+        &api.get("/projections/users?min_position=99999999.99999999")
+            .await,
+        400,
+        "bad_request",
+    );
+    assert_problem(
+        &api.get("/projections/users?since=1").await,
+        400,
+        "bad_request",
+    );
+}
+
+#[tokio::test]
 async fn the_request_id_and_trace_become_event_metadata() {
     let api = Api::start().await;
     let request_id = uuid::Uuid::new_v4();

@@ -127,35 +127,53 @@ pub async fn projections_cached<C: GenericClient>(
     projections_with(client, Some(cache)).await
 }
 
+/// One projection's state, as [`projections_cached`] gives it.
+pub async fn projection_cached<C: GenericClient>(
+    client: &C,
+    cache: &LagCache,
+    projection: &str,
+) -> Result<ProjectionStatus, StoreError> {
+    let cp = checkpoint::load(client, projection).await?;
+    status_of(client, Some(cache), cp).await
+}
+
 async fn projections_with<C: GenericClient>(
     client: &C,
     cache: Option<&LagCache>,
 ) -> Result<Vec<ProjectionStatus>, StoreError> {
     let mut out = Vec::new();
     for cp in checkpoint::all(client).await? {
-        let lag_events = match cache.and_then(|c| c.recent(&cp.projection)) {
-            Some(count) => count,
-            None => {
-                let count = lag_count(client, cp.position).await?;
-                if let Some(cache) = cache {
-                    cache.remember(&cp.projection, count);
-                }
-                count
-            }
-        };
-        let lag_seconds = lag_age(client, cp.position).await?;
-        out.push(ProjectionStatus {
-            name: cp.projection,
-            position: cp.position,
-            lag_events,
-            lag_seconds,
-            status: cp.status,
-            error: cp.error,
-            failed_event: cp.failed_event,
-            updated_at: cp.updated_at,
-        });
+        out.push(status_of(client, cache, cp).await?);
     }
     Ok(out)
+}
+
+async fn status_of<C: GenericClient>(
+    client: &C,
+    cache: Option<&LagCache>,
+    cp: checkpoint::Checkpoint,
+) -> Result<ProjectionStatus, StoreError> {
+    let lag_events = match cache.and_then(|c| c.recent(&cp.projection)) {
+        Some(count) => count,
+        None => {
+            let count = lag_count(client, cp.position).await?;
+            if let Some(cache) = cache {
+                cache.remember(&cp.projection, count);
+            }
+            count
+        }
+    };
+    let lag_seconds = lag_age(client, cp.position).await?;
+    Ok(ProjectionStatus {
+        name: cp.projection,
+        position: cp.position,
+        lag_events,
+        lag_seconds,
+        status: cp.status,
+        error: cp.error,
+        failed_event: cp.failed_event,
+        updated_at: cp.updated_at,
+    })
 }
 
 #[cfg(test)]
