@@ -511,6 +511,8 @@ pub fn decode<A: Aggregate>(recorded: &crate::RecordedEvent) -> Result<A::Event,
 struct StateCache {
     capacity: usize,
     entries: std::sync::Mutex<std::collections::HashMap<String, CachedState>>,
+    /// Counts uses, to tell recently used entries from old ones.
+    ticks: std::sync::atomic::AtomicU64,
 }
 
 /// One cached state.
@@ -518,6 +520,8 @@ struct CachedState {
     version: u64,
     snapshot_version: u64,
     state: Arc<dyn std::any::Any + Send + Sync>,
+    /// The cache's tick when it was last read or written.
+    used: u64,
 }
 
 impl std::fmt::Debug for StateCache {
@@ -533,6 +537,7 @@ impl StateCache {
         StateCache {
             capacity,
             entries: std::sync::Mutex::new(std::collections::HashMap::new()),
+            ticks: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -544,10 +549,17 @@ impl StateCache {
 
     /// (version, state, snapshot version) of a stream, if cached.
     fn get<A: Aggregate>(&self, stream_id: &str) -> Option<(u64, A::State, u64)> {
-        let entries = self.entries();
-        let entry = entries.get(stream_id)?;
-        let state = entry.state.downcast_ref::<A::State>()?;
-        Some((entry.version, state.clone(), entry.snapshot_version))
+        let tick = self.tick();
+        let mut entries = self.entries();
+        let entry = entries.get_mut(stream_id)?;
+        let state = entry.state.downcast_ref::<A::State>()?.clone();
+        entry.used = tick;
+        Some((entry.version, state, entry.snapshot_version))
+    }
+
+    fn tick(&self) -> u64 {
+        self.ticks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     fn put<A: Aggregate>(
@@ -560,18 +572,25 @@ impl StateCache {
         if version == 0 {
             return;
         }
+        let tick = self.tick();
         let mut entries = self.entries();
-        if let Some(existing) = entries.get(stream_id) {
+        if let Some(existing) = entries.get_mut(stream_id) {
             if existing.version >= version {
+                existing.used = tick;
                 return;
             }
         }
         if entries.len() >= self.capacity {
-            // Forget an arbitrary half: cheap, and a miss only costs a snapshot read.
-            let drop: Vec<String> = entries.keys().step_by(2).cloned().collect();
-            for key in drop {
-                entries.remove(&key);
-            }
+            // Forget the half used longest ago. Most streams are written a
+            // few times and then left (an order placed and confirmed); the
+            // few that every command reads (products, users) stay, where an
+            // arbitrary half would drop them every few seconds under load,
+            // each miss a snapshot read and a tail of events to fold.
+            let mut ages: Vec<u64> = entries.values().map(|e| e.used).collect();
+            let middle = ages.len() / 2;
+            let (_, median, _) = ages.select_nth_unstable(middle);
+            let median = *median;
+            entries.retain(|_, e| e.used >= median);
         }
         entries.insert(
             stream_id.to_owned(),
@@ -579,6 +598,7 @@ impl StateCache {
                 version,
                 snapshot_version,
                 state: Arc::new(state.clone()),
+                used: tick,
             },
         );
     }
@@ -589,4 +609,34 @@ const CACHE_CAPACITY: usize = 20_000;
 
 fn snapshot_format<A: Aggregate>() -> String {
     format!("{}:{SNAPSHOT_LAYOUT}", A::STREAM_TYPE.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use domain::user::User;
+
+    #[test]
+    fn a_full_cache_forgets_the_streams_used_longest_ago() {
+        let cache = StateCache::new(4);
+        let state = <User as Aggregate>::State::default();
+        for stream in ["a", "b", "c", "d"] {
+            cache.put::<User>(stream, 1, &state, 0);
+        }
+        // a and d are read again; b and c are left alone.
+        assert!(cache.get::<User>("a").is_some());
+        assert!(cache.get::<User>("d").is_some());
+        cache.put::<User>("e", 1, &state, 0);
+        let kept: Vec<bool> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|s| cache.get::<User>(s).is_some())
+            .collect();
+        assert_eq!(kept, [true, false, false, true, true]);
+        // Writing a state counts as a use too, also when it is not newer.
+        cache.put::<User>("f", 1, &state, 0);
+        cache.put::<User>("a", 1, &state, 0);
+        cache.put::<User>("g", 1, &state, 0);
+        assert!(cache.get::<User>("a").is_some(), "a was used just before");
+    }
 }
