@@ -16,6 +16,13 @@
 //! sequence, so the difference counts the events in between, near enough.
 //! A new order waits while that exceeds the limit, at most [`MAX_WAIT`],
 //! then goes ahead anyway: admission shapes the load, it never refuses.
+//!
+//! Orders pass the door in the order they came to it: one at a time looks
+//! at the lag (tokio's mutex queues its waiters fairly), the others wait
+//! behind it. When each waiter looked for itself, those that happened to
+//! look while the lag was low went, and some that came earlier missed that
+//! moment and waited for the next: the wait at the door, which the time
+//! from placed to confirmed includes, had a long tail.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,6 +43,8 @@ pub const LIVE: Duration = Duration::from_secs(5);
 pub struct Admission {
     limit: u64,
     lag: AtomicU64,
+    /// Held by the order that looks at the lag; the others queue for it.
+    door: tokio::sync::Mutex<()>,
 }
 
 impl Admission {
@@ -44,6 +53,7 @@ impl Admission {
         Arc::new(Admission {
             limit: 0,
             lag: AtomicU64::new(0),
+            door: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -53,6 +63,7 @@ impl Admission {
         let admission = Arc::new(Admission {
             limit,
             lag: AtomicU64::new(0),
+            door: tokio::sync::Mutex::new(()),
         });
         if limit > 0 {
             let weak = Arc::downgrade(&admission);
@@ -85,16 +96,27 @@ impl Admission {
         self.lag.load(Ordering::Relaxed)
     }
 
-    /// Waits while the lag exceeds the limit, at most [`MAX_WAIT`].
+    /// Waits, behind the orders that came first, while the lag exceeds the
+    /// limit; at most [`MAX_WAIT`] in all.
     pub async fn admit(&self) {
-        if self.limit == 0 || self.lag() <= self.limit {
+        if self.limit == 0 {
             return;
         }
         let started = Instant::now();
         let deadline = started + MAX_WAIT;
+        let turn = match self.door.try_lock() {
+            // The usual case: nobody at the door, and the consumers keep up.
+            Ok(_) if self.lag() <= self.limit => return,
+            Ok(turn) => Some(turn),
+            // Still queued at the deadline: go ahead without the turn.
+            Err(_) => tokio::time::timeout_at(deadline, self.door.lock())
+                .await
+                .ok(),
+        };
         while self.lag() > self.limit && Instant::now() < deadline {
             tokio::time::sleep(POLL / 2).await;
         }
+        drop(turn);
         metrics::histogram!("ordo_admission_wait_seconds").record(started.elapsed().as_secs_f64());
     }
 }
@@ -129,6 +151,7 @@ mod tests {
         Admission {
             limit,
             lag: AtomicU64::new(lag),
+            door: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -153,6 +176,37 @@ mod tests {
         assert!(
             waited >= MAX_WAIT && waited <= MAX_WAIT + POLL,
             "waited {waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn orders_pass_the_door_in_the_order_they_came() {
+        let gate = Arc::new(admission(100, 5_000));
+        let passed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut orders = Vec::new();
+        for n in 0..20 {
+            let (gate, passed) = (gate.clone(), passed.clone());
+            orders.push(tokio::spawn(async move {
+                gate.admit().await;
+                passed.lock().expect("passed").push(n);
+            }));
+            // One arrives every 3 ms: each looks at the lag at another moment.
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        // The lag drops for a moment, long enough for a look, then rises.
+        gate.lag.store(50, Ordering::Relaxed);
+        tokio::time::sleep(POLL / 2).await;
+        gate.lag.store(5_000, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        gate.lag.store(0, Ordering::Relaxed);
+        for order in orders {
+            order.await.expect("order");
+        }
+        let passed = passed.lock().expect("passed").clone();
+        assert_eq!(
+            passed,
+            (0..20).collect::<Vec<_>>(),
+            "first come, first through"
         );
     }
 
