@@ -185,15 +185,12 @@ async fn projection(
     Path(name): Path<String>,
     ApiQuery(params): ApiQuery<ReadParams>,
 ) -> Result<Json<projectors::status::ProjectionStatus>, ApiError> {
-    let projection = projectors::Projection::ALL
-        .into_iter()
-        .find(|p| p.name() == name)
-        .ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "no projection {:?} (users, products, orders)",
-                name.chars().take(64).collect::<String>()
-            ))
-        })?;
+    let projection: projectors::Projection = name.parse().map_err(|_| {
+        ApiError::NotFound(format!(
+            "no projection {:?} (users, products, orders)",
+            name.chars().take(64).collect::<String>()
+        ))
+    })?;
     wait(&state, projection, params.min_position.as_deref()).await?;
     let client = state.pool.get().await?;
     Ok(Json(

@@ -336,8 +336,8 @@ pub(crate) struct Work {
     /// Pause first (a re-issue after a failure backs off).
     delay: Duration,
     /// The saga's state when it issued the command (shared by the commands
-    /// it issued together), to foresee what their successes lead to; see
-    /// [`Engine::run_ahead`].
+    /// it issued together), to foresee what their successes lead to; kept
+    /// only when it issued reservations alone. See [`Engine::foresee`].
     issued_from: Option<Arc<SagaState>>,
 }
 
@@ -427,7 +427,13 @@ impl Engine {
         if saga.parked.is_some() {
             return Vec::new();
         }
-        let issued_from = (!commands.is_empty()).then(|| Arc::new(saga.state.clone()));
+        // Only reservations are ever followed ahead (see `foresee`): no copy
+        // of the state for other commands.
+        let reserving = !commands.is_empty()
+            && commands
+                .iter()
+                .all(|c| matches!(c.kind, SagaCommandKind::ReserveStock { .. }));
+        let issued_from = reserving.then(|| Arc::new(saga.state.clone()));
         commands
             .into_iter()
             .map(|command| {
@@ -714,10 +720,10 @@ impl Engine {
 
     /// The order's confirmation, when the reservations just run lead to it:
     /// it is then run straight after them ([`Engine::run_ahead`]), before
-    /// their outcomes are written, so that both are
-    /// written in one transaction and the confirmation does not wait for
-    /// the first one: one saga write and one commit fewer on every order's
-    /// way to confirmed.
+    /// their outcomes are written, so that all are written in one
+    /// transaction and the confirmation does not wait for the first one:
+    /// one saga write and one commit fewer on every order's way to
+    /// confirmed.
     ///
     /// The saga's state when it issued the reservations, fed their
     /// successes, foretells what it issues next; only when that is exactly
@@ -737,12 +743,10 @@ impl Engine {
                 .as_ref()
                 .is_some_and(|s| Arc::ptr_eq(s, &from))
         });
-        let all_reserved = works
+        // `issued_from` is only kept for reservations.
+        let all_reserved = outcomes
             .iter()
-            .all(|w| matches!(w.command.kind, SagaCommandKind::ReserveStock { .. }))
-            && outcomes
-                .iter()
-                .all(|o| matches!(o.as_slice(), [Outcome::Succeeded { .. }]));
+            .all(|o| matches!(o.as_slice(), [Outcome::Succeeded { .. }]));
         if !together || !all_reserved {
             return None;
         }
