@@ -72,7 +72,6 @@ async fn migrate(global: &GlobalArgs) -> anyhow::Result<()> {
 struct Connections {
     pool: deadpool_postgres::Pool,
     nats: async_nats::Client,
-    store: EventStore,
     listener: LogListener,
 }
 
@@ -86,15 +85,13 @@ async fn check_postgres(global: &GlobalArgs, pool: &deadpool_postgres::Pool) -> 
 }
 
 async fn connect(global: &GlobalArgs, name: &str) -> anyhow::Result<Connections> {
-    let pool = global.database_url.pool(32)?;
+    let pool = global.database_url.named(name).pool(32)?;
     check_postgres(global, &pool).await?;
     let nats = eventstore::nats::connect(&global.nats_url, name).await?;
-    let store = EventStore::new(pool.clone());
     let listener = LogListener::spawn(global.database_url.clone());
     Ok(Connections {
         pool,
         nats,
-        store,
         listener,
     })
 }
@@ -119,15 +116,19 @@ fn relay_role(
     global: &GlobalArgs,
     connections: &Connections,
     shutdown: CancellationToken,
-) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
+) -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static> {
+    let url = global.database_url.named("ordo-relay");
+    // Its reads on connections of its own: they then show apart from the
+    // projectors' writes, and never queue behind them.
+    let store = url.pool(8).map(EventStore::new)?;
     let relay = eventstore::relay::Relay::new(
-        connections.store.clone(),
-        global.database_url.clone(),
+        store,
+        url,
         async_nats::jetstream::new(connections.nats.clone()),
         connections.listener.clone(),
         eventstore::relay::RelayConfig::new(global.stream.clone(), global.subject_prefix.clone()),
     );
-    async move { Ok(relay.run(shutdown).await?) }
+    Ok(async move { Ok(relay.run(shutdown).await?) })
 }
 
 /// The projector roles, one per projection.
@@ -142,7 +143,7 @@ fn projector_roles(
         let projector = projectors::Projector::new(
             *projection,
             connections.pool.clone(),
-            global.database_url.clone(),
+            global.database_url.named("ordo-projector"),
             async_nats::jetstream::new(connections.nats.clone()),
             projectors::ProjectorConfig::new(global.stream.clone(), global.subject_prefix.clone()),
         );
@@ -166,8 +167,9 @@ async fn projector(global: &GlobalArgs, names: Vec<Projection>) -> anyhow::Resul
     roles.run_until_stopped().await
 }
 
-/// The saga role, on a pool of its own (its command drivers run many
-/// commands at once and must not starve the API of connections).
+/// The saga role, on pools of its own (its command drivers run many
+/// commands at once and must not starve the API of connections; its own
+/// transactions have a few more, so they never wait behind its commands).
 /// With `sharing`, its executor shares that one's cache of recent states
 /// (`ordo up`: the saga then loads the orders the API just placed from memory).
 fn saga_role(
@@ -177,7 +179,7 @@ fn saga_role(
     sharing: Option<&eventstore::executor::Executor>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static> {
-    let store = EventStore::new(global.database_url.pool(24)?);
+    let store = EventStore::new(global.database_url.named("ordo-saga-commands").pool(24)?);
     let executor = match sharing {
         Some(executor) => executor.sharing_cache(store),
         None => eventstore::executor::Executor::new(store),
@@ -189,10 +191,10 @@ fn saga_role(
     );
     let runner = sagas::SagaRunner::new(
         executor,
-        global.database_url.clone(),
+        global.database_url.named("ordo-saga"),
         async_nats::jetstream::new(connections.nats.clone()),
         config,
-    );
+    )?;
     Ok(async move { Ok(runner.run(shutdown).await?) })
 }
 
@@ -213,7 +215,7 @@ async fn up(global: &GlobalArgs, http: &HttpArgs, saga: &SagaArgs) -> anyhow::Re
     let connections = connect(global, "ordo-up").await?;
     let listener = bind(http).await?;
     let mut roles = Roles::new(shutdown.clone());
-    roles.spawn("relay", relay_role(global, &connections, shutdown.clone()));
+    roles.spawn("relay", relay_role(global, &connections, shutdown.clone())?);
     projector_roles(
         &mut roles,
         global,
@@ -245,8 +247,8 @@ fn api_state(
 ) -> anyhow::Result<api::AppState> {
     let size = usize::from(http.api_connections);
     Ok(api::AppState::with_pools(
-        global.database_url.pool(size)?,
-        global.database_url.pool(size)?,
+        global.database_url.named("ordo-api").pool(size)?,
+        global.database_url.named("ordo-api-reads").pool(size)?,
         connections.nats.clone(),
     )
     .with_admission(http.admission_lag))
@@ -266,7 +268,7 @@ async fn relay(global: &GlobalArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
     let connections = connect(global, "ordo-relay").await?;
     let mut roles = Roles::new(shutdown.clone());
-    roles.spawn("relay", relay_role(global, &connections, shutdown));
+    roles.spawn("relay", relay_role(global, &connections, shutdown)?);
     roles.run_until_stopped().await
 }
 

@@ -147,4 +147,28 @@ async fn ordo_up_runs_over_a_unix_socket() {
     let (socket, tcp): (i64, i64) = (row.get(0), row.get(1));
     assert!(socket > 0, "ordo is connected through the socket");
     assert_eq!(tcp, 0, "no connection of ordo's went over TCP");
+
+    // Each role's connections carry its name, so pg_stat_activity (and a
+    // per-role profile of the server) tells them apart.
+    let names: Vec<String> = admin
+        .query(
+            "select distinct application_name from pg_stat_activity where datname = $1",
+            &[&name],
+        )
+        .await
+        .expect("pg_stat_activity")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for role in [
+        "ordo-up",
+        "ordo-api",
+        "ordo-api-reads",
+        "ordo-relay",
+        "ordo-saga",
+        "ordo-saga-commands",
+        "ordo-projector",
+    ] {
+        assert!(names.iter().any(|n| n == role), "{role} among {names:?}");
+    }
 }

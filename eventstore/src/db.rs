@@ -89,6 +89,23 @@ impl DatabaseUrl {
         &self.config
     }
 
+    /// The same settings under another name for the server: its connections
+    /// show as `application_name` `name` in `pg_stat_activity` and the
+    /// server's logs, so an operator (or a profile) tells ordo's roles apart.
+    pub fn named(&self, name: &str) -> DatabaseUrl {
+        let mut config = self.config.clone();
+        config.application_name(name);
+        DatabaseUrl {
+            url: self.url.clone(),
+            config,
+        }
+    }
+
+    /// The name this URL's connections give the server.
+    pub fn application_name(&self) -> Option<&str> {
+        self.config.get_application_name()
+    }
+
     /// The database this URL names.
     pub fn database(&self) -> &str {
         self.config.get_dbname().unwrap_or("postgres")
@@ -248,6 +265,24 @@ pub fn redact(url: &str) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn roles_name_their_connections_and_keep_the_rest() {
+        let url: DatabaseUrl = "postgres://ordo:secret@db:5433/shop?host=/run/postgresql"
+            .parse()
+            .unwrap();
+        assert_eq!(url.application_name(), Some("ordo"));
+        let saga = url.named("ordo-saga");
+        assert_eq!(saga.application_name(), Some("ordo-saga"));
+        assert_eq!(saga.database(), "shop");
+        assert_eq!(saga.config().get_ports(), url.config().get_ports());
+        assert_eq!(saga.redacted(), url.redacted());
+        assert_eq!(
+            url.application_name(),
+            Some("ordo"),
+            "the original is unchanged"
+        );
+    }
 
     #[test]
     fn redacts_passwords_only() {

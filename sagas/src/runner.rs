@@ -178,20 +178,21 @@ pub struct SagaRunner {
 }
 
 impl SagaRunner {
-    /// A runner issuing commands through `executor` (whose store also holds
-    /// the saga tables), leading by a lock taken on a connection to `url`,
-    /// consuming through `jetstream`.
+    /// A runner issuing commands through `executor`, keeping its sagas in the
+    /// database at `url` (the executor's) on connections of its own, leading
+    /// by a lock taken on one more, consuming through `jetstream`.
     pub fn new(
         executor: Executor,
         url: DatabaseUrl,
         jetstream: jetstream::Context,
         config: RunnerConfig,
-    ) -> SagaRunner {
+    ) -> Result<SagaRunner, SagaError> {
         let permits = Arc::new(Semaphore::new(config.max_concurrent_commands.max(1)));
-        SagaRunner {
+        Ok(SagaRunner {
             engine: Engine {
                 machine: config.machine(),
                 executor,
+                state: url.pool(STATE_CONNECTIONS)?,
                 url,
                 jetstream,
                 config,
@@ -203,7 +204,7 @@ impl SagaRunner {
                 feeder: std::sync::Mutex::new(None),
                 echoes: Echoes::default(),
             },
-        }
+        })
     }
 
     /// Uses `clock` for every time the runner needs (tests move it by hand).
@@ -346,6 +347,9 @@ pub(crate) struct Work {
 pub(crate) struct Engine {
     executor: Executor,
     url: DatabaseUrl,
+    /// Connections of the saga's own transactions (consumer, feeder, timers),
+    /// apart from the executor's: they never queue behind running commands.
+    state: deadpool_postgres::Pool,
     jetstream: jetstream::Context,
     config: RunnerConfig,
     machine: SagaConfig,
@@ -374,6 +378,10 @@ struct FeedRequest {
     ahead: Option<Vec<Uuid>>,
     reply: oneshot::Sender<Result<Vec<Work>, String>>,
 }
+
+/// Connections of a runner's own transactions: the consumer's, the
+/// feeder's, the timer poller's, and one to spare.
+const STATE_CONNECTIONS: usize = 4;
 
 /// Most outcomes written in one transaction.
 const FEED_BATCH: usize = 256;
@@ -412,7 +420,7 @@ impl Engine {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, SagaError> {
-        Ok(self.executor.store().pool().get().await?)
+        Ok(self.state.get().await?)
     }
 
     /// Counts commands the state machine issued.
@@ -1510,6 +1518,7 @@ mod tests {
             env.jetstream.clone(),
             config,
         )
+        .unwrap()
         .with_clock(clock.clone());
         let engine = Arc::new(runner.engine);
         let orders = confirmed_sagas(&engine, 40).await;

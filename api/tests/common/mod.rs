@@ -97,7 +97,8 @@ impl Api {
                 env.database_url.clone(),
                 env.jetstream.clone(),
                 config,
-            );
+            )
+            .expect("a saga runner");
             let token = stop.clone();
             tasks.push(tokio::spawn(async move {
                 let _ = runner.run(token).await;

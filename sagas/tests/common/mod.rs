@@ -153,6 +153,7 @@ impl Harness {
             self.env.jetstream.clone(),
             config,
         )
+        .expect("a saga runner")
         .with_clock(self.clock.clone())
         .with_hooks(hooks)
     }
