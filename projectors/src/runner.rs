@@ -23,9 +23,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull::OrderedConfig, consumer::DeliverPolicy};
+use domain::ids::StreamType;
 use eventstore::envelope::Envelope;
 use eventstore::nats::{StreamName, SubjectPrefix};
-use eventstore::{DatabaseUrl, StoreError};
+use eventstore::{DatabaseUrl, Position, StoreError};
 use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
@@ -73,6 +74,8 @@ pub struct ProjectorStats {
     pub applied: AtomicU64,
     /// Messages skipped as already applied.
     pub skipped: AtomicU64,
+    /// Messages of other stream types, passed over unread.
+    pub passed: AtomicU64,
     /// Stopped on an event it cannot apply.
     pub failed: AtomicBool,
 }
@@ -314,6 +317,15 @@ impl Projector {
                     return self.fail(&client, None, &reason).await;
                 }
                 batch.messages += 1;
+                // The subject names the stream type: events of streams this
+                // projection does not read are passed over unread, and only
+                // the position of the batch's last message is ever needed.
+                if concerns(self.projection, &message.subject) == Some(false) {
+                    self.stats.passed.fetch_add(1, Ordering::Relaxed);
+                    batch.passed = Some(message.payload.clone());
+                    continue;
+                }
+                batch.passed = None;
                 let envelope: Envelope = match serde_json::from_slice(&message.payload) {
                     Ok(envelope) => envelope,
                     Err(e) => {
@@ -328,6 +340,7 @@ impl Projector {
                     self.stats.skipped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
+                batch.position = Some(envelope.position);
                 batch.events.push(ProjectionEvent::from_envelope(envelope));
                 batch.sequences.push(sequence);
             }
@@ -335,8 +348,18 @@ impl Projector {
                 continue;
             }
             let last_sequence = cp.stream_sequence + batch.messages;
+            let mut position = batch.position.unwrap_or(cp.position);
+            if let Some(payload) = &batch.passed {
+                match serde_json::from_slice::<Head>(payload) {
+                    Ok(head) => position = position.max(head.position),
+                    Err(e) => {
+                        let reason = format!("message {last_sequence} is not an ordo event: {e}");
+                        return self.fail(&client, None, &reason).await;
+                    }
+                }
+            }
             match self
-                .apply(&mut client, &cp, &batch.events, last_sequence)
+                .apply(&mut client, &cp, &batch.events, position, last_sequence)
                 .await
             {
                 Ok(next) => {
@@ -362,13 +385,20 @@ impl Projector {
                     // Keep what came before the poison, then stop on it.
                     if index > 0 {
                         let prefix = &batch.events[..index];
-                        self.apply(&mut client, &cp, prefix, batch.sequences[index - 1])
-                            .await
-                            .map_err(|e| match e {
-                                ApplyError::Store(e) => TermError::Store(e),
-                                ApplyError::CheckpointMoved => TermError::Moved,
-                                other => TermError::Store(StoreError::Internal(other.to_string())),
-                            })?;
+                        let position = prefix[index - 1].position;
+                        self.apply(
+                            &mut client,
+                            &cp,
+                            prefix,
+                            position,
+                            batch.sequences[index - 1],
+                        )
+                        .await
+                        .map_err(|e| match e {
+                            ApplyError::Store(e) => TermError::Store(e),
+                            ApplyError::CheckpointMoved => TermError::Moved,
+                            other => TermError::Store(StoreError::Internal(other.to_string())),
+                        })?;
                     }
                     let event = &batch.events[index];
                     let reason = format!(
@@ -399,6 +429,7 @@ impl Projector {
         client: &mut deadpool_postgres::Object,
         cp: &Checkpoint,
         events: &[ProjectionEvent],
+        position: Position,
         last_sequence: u64,
     ) -> Result<Checkpoint, ApplyError> {
         let name = self.projection.name();
@@ -406,7 +437,6 @@ impl Projector {
         self.projection
             .plan(&***client, "read", events, &mut writes)
             .await?;
-        let position = events.last().map_or(cp.position, |e| e.position);
         let tx = client.transaction().await?;
         let (moved, ()) = futures::try_join!(
             checkpoint::advance_from(&tx, name, cp, position, last_sequence),
@@ -450,11 +480,52 @@ struct Batch {
     events: Vec<ProjectionEvent>,
     /// Their stream sequences.
     sequences: Vec<u64>,
+    /// The position of the last event read.
+    position: Option<Position>,
+    /// The last message, when it was passed over unread (another stream
+    /// type's): the checkpoint moves to its position.
+    passed: Option<bytes::Bytes>,
+}
+
+/// What a passed-over message is read for.
+#[derive(serde::Deserialize)]
+struct Head {
+    position: Position,
+}
+
+/// Whether a message on `subject` (`<prefix>.<streamtype>.<id>.<Type>`)
+/// concerns `projection`; `None` when the subject does not say.
+fn concerns(projection: Projection, subject: &str) -> Option<bool> {
+    let stream_type = subject.split('.').nth(1)?.parse::<StreamType>().ok()?;
+    Some(projection.handles(stream_type))
 }
 
 async fn sleep_or_stop(pause: Duration, shutdown: &CancellationToken) {
     tokio::select! {
         _ = tokio::time::sleep(pause) => {}
         _ = shutdown.cancelled() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_subject_says_which_projections_a_message_concerns() {
+        let order = "events.order.0192a3b4-0000-7000-8000-000000000001.OrderPlaced";
+        let product = "events.product.0192a3b4-0000-7000-8000-000000000002.StockReserved";
+        let user = "events.user.0192a3b4-0000-7000-8000-000000000003.UserRegistered";
+        assert_eq!(concerns(Projection::Orders, order), Some(true));
+        assert_eq!(concerns(Projection::Users, order), Some(true));
+        assert_eq!(concerns(Projection::Products, order), Some(false));
+        assert_eq!(concerns(Projection::Products, product), Some(true));
+        assert_eq!(concerns(Projection::Orders, product), Some(false));
+        assert_eq!(concerns(Projection::Users, product), Some(false));
+        assert_eq!(concerns(Projection::Users, user), Some(true));
+        assert_eq!(concerns(Projection::Orders, user), Some(false));
+        // A subject that does not say is read, never passed over.
+        assert_eq!(concerns(Projection::Orders, "events"), None);
+        assert_eq!(concerns(Projection::Orders, "events.invoice.x.Y"), None);
     }
 }

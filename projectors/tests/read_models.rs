@@ -159,3 +159,38 @@ async fn min_position_sees_its_own_write_every_time() {
         );
     }
 }
+
+#[tokio::test]
+async fn events_of_other_streams_are_passed_over_and_still_move_the_checkpoint() {
+    let world = World::start().await;
+    let shop = &world.shop;
+    let (ada, _) = shop.register_user("Ada").await;
+    let (widget, _) = shop.create_product(10, "19.99").await;
+    let (order, _) = shop.place_order(ada, &[(widget, 2)]).await;
+    shop.reserve_and_confirm(order).await;
+    // The log ends with a product event, which neither the users nor the
+    // orders projection reads: both must still reach its position.
+    let last = shop.restock(widget, 1).await;
+    world.wait(last).await;
+    let client = world.env.client().await;
+    let statuses = projectors::status::projections(&**client).await.unwrap();
+    assert!(statuses.iter().all(|s| s.lag_events == 0), "{statuses:?}");
+    let passed = |projection| {
+        world
+            .projectors
+            .iter()
+            .find(|p| p.projection == projection)
+            .unwrap()
+            .stats
+            .passed
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    // Users reads user and order streams; products only its own.
+    assert!(
+        passed(projectors::Projection::Users) >= 3,
+        "users passed over the product events"
+    );
+    assert!(passed(projectors::Projection::Orders) >= 4);
+    assert!(passed(projectors::Projection::Products) >= 3);
+    world.assert_read_models_equal_the_fold().await;
+}
