@@ -266,16 +266,7 @@ pub async fn run(settings: Settings, json_path: Option<&std::path::Path>) -> any
         settings.duration, settings.concurrency, shared.base
     );
     let stop_watching = Arc::new(AtomicBool::new(false));
-    // One tail per outcome: the log's other order events (placements,
-    // payments, cancellations: more than half of them) are never fetched.
-    let tailers = ["OrderConfirmed", "OrderRejected"].map(|kind| {
-        tokio::spawn(tail(
-            shared.clone(),
-            cursor.clone(),
-            kind,
-            stop_watching.clone(),
-        ))
-    });
+    let tailer = tokio::spawn(tail(shared.clone(), cursor, stop_watching.clone()));
     let poller = tokio::spawn(watch_projection(shared.clone(), stop_watching.clone()));
     let mut clients = Vec::new();
     for seed in 0..settings.concurrency {
@@ -300,9 +291,7 @@ pub async fn run(settings: Settings, json_path: Option<&std::path::Path>) -> any
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop_watching.store(true, Ordering::SeqCst);
-    for tailer in tailers {
-        tailer.await??;
-    }
+    tailer.await??;
     poller.await??;
     let unsettled = lock(&shared.placed).len();
 
@@ -503,17 +492,12 @@ fn jitter(rng: &mut StdRng, base: Duration) -> Duration {
     base + base.mul_f64(rng.random::<f64>() / 2.0)
 }
 
-/// Follows the log's events of one kind: confirmations or rejections.
-async fn tail(
-    shared: Arc<Shared>,
-    mut after: String,
-    kind: &'static str,
-    stop: Arc<AtomicBool>,
-) -> anyhow::Result<()> {
+/// Follows the order events of the log: confirmations and rejections.
+async fn tail(shared: Arc<Shared>, mut after: String, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let mut rng = StdRng::seed_from_u64(7);
     while !stop.load(Ordering::SeqCst) {
         let url = format!(
-            "{}/events?after={after}&stream_type=order&type={kind}&limit=1000",
+            "{}/events?after={after}&stream_type=order&limit=1000",
             shared.base
         );
         let page: Value = match shared.http.get(&url).send().await {
