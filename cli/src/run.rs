@@ -85,10 +85,17 @@ async fn check_postgres(global: &GlobalArgs, pool: &deadpool_postgres::Pool) -> 
 }
 
 async fn connect(global: &GlobalArgs, name: &str) -> anyhow::Result<Connections> {
-    let pool = global.database_url.named(name).pool(32)?;
+    // Only the projectors work on this pool (every other role has its own),
+    // so that is the name it gives the server, unless this process runs
+    // none (then the pool holds only the connection that checked the server).
+    let pool_name = match name {
+        "ordo-up" => "ordo-projector",
+        other => other,
+    };
+    let pool = global.database_url.named(pool_name).pool(32)?;
     check_postgres(global, &pool).await?;
     let nats = eventstore::nats::connect(&global.nats_url, name).await?;
-    let listener = LogListener::spawn(global.database_url.clone());
+    let listener = LogListener::spawn(global.database_url.named("ordo-listener"));
     Ok(Connections {
         pool,
         nats,

@@ -161,13 +161,13 @@ async fn ordo_up_runs_over_a_unix_socket() {
         .map(|r| r.get(0))
         .collect();
     for role in [
-        "ordo-up",
         "ordo-api",
         "ordo-api-reads",
         "ordo-relay",
         "ordo-saga",
         "ordo-saga-commands",
         "ordo-projector",
+        "ordo-listener",
     ] {
         assert!(names.iter().any(|n| n == role), "{role} among {names:?}");
     }
