@@ -1502,6 +1502,32 @@ mod tests {
         orders
     }
 
+    #[tokio::test]
+    async fn the_sagas_own_transactions_never_wait_for_its_commands_connections() {
+        let env = TestEnv::new().await;
+        let commands = env.database_url.pool(1).unwrap();
+        let runner = SagaRunner::new(
+            Executor::new(EventStore::new(commands.clone())),
+            env.database_url.clone(),
+            env.jetstream.clone(),
+            RunnerConfig::new(
+                env.stream.clone(),
+                env.prefix.clone(),
+                Duration::from_secs(60),
+            ),
+        )
+        .unwrap();
+        // Every connection of the commands' pool is taken (as by a burst of
+        // running commands): the consumer, feeder and timers still get one.
+        let _busy = commands.get().await.unwrap();
+        let client = tokio::time::timeout(Duration::from_secs(2), runner.engine.client())
+            .await
+            .expect("a connection of the saga's own, not one of its commands'")
+            .unwrap();
+        let one: i32 = client.query_one("select 1", &[]).await.unwrap().get(0);
+        assert_eq!(one, 1);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_pollers_at_once_never_fire_one_timer_twice() {
         let env = TestEnv::new().await;
