@@ -84,14 +84,9 @@ async fn check_postgres(global: &GlobalArgs, pool: &deadpool_postgres::Pool) -> 
     Ok(())
 }
 
-async fn connect(global: &GlobalArgs, name: &str) -> anyhow::Result<Connections> {
-    // Only the projectors work on this pool (every other role has its own),
-    // so that is the name it gives the server, unless this process runs
-    // none (then the pool holds only the connection that checked the server).
-    let pool_name = match name {
-        "ordo-up" => "ordo-projector",
-        other => other,
-    };
+/// Connects as `name` (to NATS); the shared pool, which only projectors work
+/// on (every other role has its own), gives the server `pool_name`.
+async fn connect(global: &GlobalArgs, name: &str, pool_name: &str) -> anyhow::Result<Connections> {
     let pool = global.database_url.named(pool_name).pool(32)?;
     check_postgres(global, &pool).await?;
     let nats = eventstore::nats::connect(&global.nats_url, name).await?;
@@ -163,7 +158,7 @@ fn projector_roles(
 
 async fn projector(global: &GlobalArgs, names: Vec<Projection>) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
-    let connections = connect(global, "ordo-projector").await?;
+    let connections = connect(global, "ordo-projector", "ordo-projector").await?;
     let projections = if names.is_empty() {
         Projection::ALL.to_vec()
     } else {
@@ -207,7 +202,7 @@ fn saga_role(
 
 async fn saga_only(global: &GlobalArgs, saga: &SagaArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
-    let connections = connect(global, "ordo-saga").await?;
+    let connections = connect(global, "ordo-saga", "ordo-saga").await?;
     let mut roles = Roles::new(shutdown.clone());
     roles.spawn(
         "saga",
@@ -219,7 +214,7 @@ async fn saga_only(global: &GlobalArgs, saga: &SagaArgs) -> anyhow::Result<()> {
 async fn up(global: &GlobalArgs, http: &HttpArgs, saga: &SagaArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
     eventstore::migrations::migrate(&global.database_url).await?;
-    let connections = connect(global, "ordo-up").await?;
+    let connections = connect(global, "ordo-up", "ordo-projector").await?;
     let listener = bind(http).await?;
     let mut roles = Roles::new(shutdown.clone());
     roles.spawn("relay", relay_role(global, &connections, shutdown.clone())?);
@@ -263,7 +258,7 @@ fn api_state(
 
 async fn api(global: &GlobalArgs, http: &HttpArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
-    let connections = connect(global, "ordo-api").await?;
+    let connections = connect(global, "ordo-api", "ordo-api").await?;
     let listener = bind(http).await?;
     let mut roles = Roles::new(shutdown.clone());
     let state = api_state(global, http, &connections)?;
@@ -273,7 +268,7 @@ async fn api(global: &GlobalArgs, http: &HttpArgs) -> anyhow::Result<()> {
 
 async fn relay(global: &GlobalArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
-    let connections = connect(global, "ordo-relay").await?;
+    let connections = connect(global, "ordo-relay", "ordo-relay").await?;
     let mut roles = Roles::new(shutdown.clone());
     roles.spawn("relay", relay_role(global, &connections, shutdown)?);
     roles.run_until_stopped().await

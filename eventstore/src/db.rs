@@ -101,11 +101,6 @@ impl DatabaseUrl {
         }
     }
 
-    /// The name this URL's connections give the server.
-    pub fn application_name(&self) -> Option<&str> {
-        self.config.get_application_name()
-    }
-
     /// The database this URL names.
     pub fn database(&self) -> &str {
         self.config.get_dbname().unwrap_or("postgres")
@@ -271,14 +266,14 @@ mod tests {
         let url: DatabaseUrl = "postgres://ordo:secret@db:5433/shop?host=/run/postgresql"
             .parse()
             .unwrap();
-        assert_eq!(url.application_name(), Some("ordo"));
+        assert_eq!(url.config().get_application_name(), Some("ordo"));
         let saga = url.named("ordo-saga");
-        assert_eq!(saga.application_name(), Some("ordo-saga"));
+        assert_eq!(saga.config().get_application_name(), Some("ordo-saga"));
         assert_eq!(saga.database(), "shop");
         assert_eq!(saga.config().get_ports(), url.config().get_ports());
         assert_eq!(saga.redacted(), url.redacted());
         assert_eq!(
-            url.application_name(),
+            url.config().get_application_name(),
             Some("ordo"),
             "the original is unchanged"
         );

@@ -340,7 +340,6 @@ impl Projector {
                     self.stats.skipped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                batch.position = Some(envelope.position);
                 batch.events.push(ProjectionEvent::from_envelope(envelope));
                 batch.sequences.push(sequence);
             }
@@ -348,7 +347,7 @@ impl Projector {
                 continue;
             }
             let last_sequence = cp.stream_sequence + batch.messages;
-            let mut position = batch.position.unwrap_or(cp.position);
+            let mut position = batch.events.last().map_or(cp.position, |e| e.position);
             if let Some(payload) = &batch.passed {
                 match serde_json::from_slice::<Head>(payload) {
                     Ok(head) => position = position.max(head.position),
@@ -480,8 +479,6 @@ struct Batch {
     events: Vec<ProjectionEvent>,
     /// Their stream sequences.
     sequences: Vec<u64>,
-    /// The position of the last event read.
-    position: Option<Position>,
     /// The last message, when it was passed over unread (another stream
     /// type's): the checkpoint moves to its position.
     passed: Option<bytes::Bytes>,
