@@ -367,42 +367,37 @@ pub(crate) async fn save_all<'a>(
     Ok(())
 }
 
-/// Which of these message ids were handled before.
-pub(crate) async fn already_processed(
+/// Records messages as handled (each with the saga it concerns); returns the
+/// ids recorded now, which are the ones not handled before. A message given
+/// twice counts once.
+///
+/// One insert answers both questions, through the primary key's index. A
+/// `select … where message_id = any($1)` first would need a plan, and a
+/// prepared one made while the table was small (a sequential scan, which
+/// is cheapest then) is kept while the table grows unless statistics are
+/// refreshed: on a server without autovacuum each batch then read the whole
+/// table.
+pub(crate) async fn record_processed(
     tx: &impl GenericClient,
     ids: &[Uuid],
+    order_ids: &[Uuid],
 ) -> Result<HashSet<Uuid>, SagaError> {
     if ids.is_empty() {
         return Ok(HashSet::new());
     }
     let statement = tx
-        .prepare_cached("select message_id from saga.processed where message_id = any($1)")
+        .prepare_cached(
+            "insert into saga.processed (message_id, order_id)
+             select * from unnest($1::uuid[], $2::uuid[]) on conflict do nothing
+             returning message_id",
+        )
         .await?;
     Ok(tx
-        .query(&statement, &[&ids])
+        .query(&statement, &[&ids, &order_ids])
         .await?
         .iter()
         .map(|r| r.get(0))
         .collect())
-}
-
-/// Records handled message ids (with the saga each concerned).
-pub(crate) async fn mark_processed(
-    tx: &impl GenericClient,
-    ids: &[Uuid],
-    order_ids: &[Uuid],
-) -> Result<(), SagaError> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let statement = tx
-        .prepare_cached(
-            "insert into saga.processed (message_id, order_id)
-             select * from unnest($1::uuid[], $2::uuid[]) on conflict do nothing",
-        )
-        .await?;
-    tx.execute(&statement, &[&ids, &order_ids]).await?;
-    Ok(())
 }
 
 /// Where the consumer is on a stream.
