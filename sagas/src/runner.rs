@@ -1587,6 +1587,84 @@ mod tests {
         assert_eq!(stored, seen.len() as i64);
     }
 
+    #[tokio::test]
+    async fn sagas_and_timers_are_found_by_key_whatever_the_size_their_statements_were_planned_at()
+    {
+        let env = TestEnv::new().await;
+        let mut client = env.client().await;
+        async fn table_scans(client: &deadpool_postgres::Object) -> (i64, i64) {
+            client
+                .batch_execute("select pg_stat_force_next_flush()")
+                .await
+                .unwrap();
+            let row = client
+                .query_one(
+                    "select coalesce(sum(seq_scan) filter (where relname = 'sagas'), 0)::int8,
+                            coalesce(sum(seq_scan) filter (where relname = 'timers'), 0)::int8
+                       from pg_stat_user_tables where schemaname = 'saga'",
+                    &[],
+                )
+                .await
+                .unwrap();
+            (row.get(0), row.get(1))
+        }
+        let before = table_scans(&client).await;
+        let now = Utc::now();
+        let mut other = env.client().await;
+        let mut previous: Vec<Uuid> = Vec::new();
+        // Each batch stores twenty new sagas with timers and clears the
+        // timers of the batch before, as the consumer and feeder do; halfway,
+        // at about a thousand rows, another connection prepares the
+        // statements afresh.
+        for batch in 0..100 {
+            if batch == 50 {
+                table_scans(&client).await;
+                std::mem::swap(&mut client, &mut other);
+            }
+            let new: Vec<Uuid> = (0..20).map(|_| Uuid::new_v4()).collect();
+            let asked: Vec<Uuid> = new.iter().chain(&previous).copied().collect();
+            let tx = client.transaction().await.unwrap();
+            let mut found = store::load_for_update(&tx, &asked).await.unwrap();
+            let mut found_ids: Vec<Uuid> = found.keys().map(|o| o.as_uuid()).collect();
+            found_ids.sort_unstable();
+            let mut expected = previous.clone();
+            expected.sort_unstable();
+            assert_eq!(
+                found_ids, expected,
+                "batch {batch}: exactly the stored sagas"
+            );
+            for saga in found.values_mut() {
+                saga.timer = Some(None);
+                saga.dirty = true;
+            }
+            for id in &new {
+                let mut saga = SagaRow::new(OrderId::new(*id));
+                saga.timer = Some(Some(now));
+                saga.dirty = true;
+                found.insert(saga.order_id, saga);
+            }
+            store::save_all(&tx, found.values(), now).await.unwrap();
+            tx.commit().await.unwrap();
+            previous = new;
+        }
+        assert_eq!(
+            table_scans(&client).await,
+            before,
+            "no statement read saga.sagas or saga.timers through"
+        );
+        let counts = client
+            .query_one(
+                "select (select count(*) from saga.sagas), (select count(*) from saga.timers)",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (counts.get::<_, i64>(0), counts.get::<_, i64>(1)),
+            (2000, 20)
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_pollers_at_once_never_fire_one_timer_twice() {
         let env = TestEnv::new().await;

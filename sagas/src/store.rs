@@ -204,16 +204,29 @@ fn count_outcome(from: fulfilment::SagaPhase, to: fulfilment::SagaPhase) {
 
 /// Loads sagas and locks their rows until the transaction ends (in order_id
 /// order; see the runner for why that cannot deadlock).
+///
+/// Each saga is its own lookup by primary key, in a lateral subquery: the
+/// plan is the index whatever the table's size when the statement was
+/// prepared. (`where order_id = any($1)`, prepared while the table held
+/// about a thousand rows, keeps a sequential scan as it grows, unless
+/// statistics are refreshed.)
 pub(crate) async fn load_for_update(
     tx: &impl GenericClient,
     order_ids: &[Uuid],
 ) -> Result<HashMap<OrderId, SagaRow>, SagaError> {
+    let mut ids = order_ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
     let sql = format!(
-        "select {ROW_COLUMNS} from saga.sagas where order_id = any($1) order by order_id for update"
+        "select s.* from unnest($1::uuid[]) with ordinality as k(order_id, n)
+           cross join lateral (
+             select {ROW_COLUMNS} from saga.sagas where order_id = k.order_id for update
+           ) s
+          order by k.n"
     );
     let statement = tx.prepare_cached(&sql).await?;
     let mut out = HashMap::new();
-    for row in tx.query(&statement, &[&order_ids]).await? {
+    for row in tx.query(&statement, &[&ids]).await? {
         let saga = SagaRow::from_row(&row)?;
         out.insert(saga.order_id, saga);
     }
@@ -358,10 +371,17 @@ pub(crate) async fn save_all<'a>(
         if cleared.is_empty() {
             return Ok(0);
         }
+        // One delete by primary key per timer, sent together: a statement
+        // for all (`order_id = any($1)`) would be planned as a scan of the
+        // table while it is small, and keep that plan as it grows.
         let statement = tx
-            .prepare_cached("delete from saga.timers where order_id = any($1) and kind = $2")
+            .prepare_cached("delete from saga.timers where order_id = $1 and kind = $2")
             .await?;
-        tx.execute(&statement, &[&cleared, &PAYMENT_TIMER]).await
+        let statement = &statement;
+        let deletes = cleared
+            .iter()
+            .map(|id| async move { tx.execute(statement, &[id, &PAYMENT_TIMER]).await });
+        Ok(futures::future::try_join_all(deletes).await?.iter().sum())
     };
     futures::try_join!(rows, set, clear)?;
     Ok(())
