@@ -796,3 +796,84 @@ async fn tails_of_several_streams_come_in_one_statement_that_never_reads_the_who
         "no read of the tails scanned the log through"
     );
 }
+
+#[tokio::test]
+async fn the_unfiltered_log_read_is_prepared_once_and_never_reads_the_whole_log() {
+    let env = TestEnv::new().await;
+    // One connection, so one prepared statement, made while `events` is
+    // empty and kept as the log grows past the size where a scan of the
+    // whole table looks cheapest.
+    let pool = env.database_url.pool(1).expect("pool");
+    let store = EventStore::new(pool.clone());
+    let metadata = Metadata::default();
+    let scans = || async {
+        let client = pool.get().await.expect("client");
+        client
+            .batch_execute("select pg_stat_force_next_flush()")
+            .await
+            .expect("flush");
+        client
+            .query_one(
+                "select coalesce(seq_scan, 0) from pg_stat_user_tables where relname = 'events'",
+                &[],
+            )
+            .await
+            .expect("scans")
+            .get::<_, i64>(0)
+    };
+    let before = scans().await;
+    let mut cursor = Position::START;
+    for round in 0..30 {
+        let stream = format!("product-{}", Uuid::new_v4());
+        let events: Vec<NewEvent> = (1..=100).map(event).collect();
+        append(
+            &store,
+            &stream,
+            ExpectedVersion::NoStream,
+            &events,
+            &metadata,
+            &[],
+        )
+        .await
+        .expect("append");
+        // Pages of at most 60 until the round's events are all read (the
+        // log is read below the server's oldest running transaction, which
+        // other tests' work may hold back for a moment).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut read = Vec::new();
+        while read.len() < 100 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: {} of 100 read",
+                read.len()
+            );
+            let page = store
+                .read_log(cursor, &LogFilter::default(), 60)
+                .await
+                .expect("page");
+            if page.is_empty() {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+            cursor = page.last().expect("a page").position;
+            read.extend(page);
+        }
+        assert_eq!(read.len(), 100, "round {round}: exactly the new events");
+        assert!(read.iter().all(|e| e.stream_id == stream));
+    }
+    let prepared: i64 = pool
+        .get()
+        .await
+        .expect("client")
+        .query_one(
+            "select count(*) from pg_prepared_statements
+              where statement like '%from events%where (transaction_id, position) >%'
+                and statement not like '%pg_prepared_statements%'",
+            &[],
+        )
+        .await
+        .expect("prepared")
+        .get(0);
+    assert!(prepared >= 1, "the log read is a prepared statement");
+    assert_eq!(scans().await, before, "no read scanned the log through");
+}
