@@ -337,17 +337,9 @@ impl EventStore {
         filter: &LogFilter,
         limit: i64,
     ) -> Result<Vec<T>, StoreError> {
-        let client = self.pool.get().await?;
-        read_log_below(
-            &**client,
-            Some(&client),
-            after,
-            filter,
-            limit,
-            Below::Oldest,
-        )
-        .await
-        .map(|(rows, _)| rows)
+        self.read_log_pooled(after, filter, limit, Below::Oldest)
+            .await
+            .map(|(rows, _)| rows)
     }
 
     /// [`EventStore::read_log_as`] waiting only for transactions that may
@@ -362,16 +354,21 @@ impl EventStore {
         filter: &LogFilter,
         limit: i64,
     ) -> Result<(Vec<T>, Option<u64>), StoreError> {
+        self.read_log_pooled(after, filter, limit, Below::OldestAppender)
+            .await
+    }
+
+    /// [`read_log_below`] on a pooled connection, whose statement cache
+    /// keeps the unfiltered read prepared.
+    async fn read_log_pooled<T: LogRow>(
+        &self,
+        after: Position,
+        filter: &LogFilter,
+        limit: i64,
+        below: Below,
+    ) -> Result<(Vec<T>, Option<u64>), StoreError> {
         let client = self.pool.get().await?;
-        read_log_below(
-            &**client,
-            Some(&client),
-            after,
-            filter,
-            limit,
-            Below::OldestAppender,
-        )
-        .await
+        read_log_below(&**client, Some(&client), after, filter, limit, below).await
     }
 
     /// True when events have committed beyond the horizon: a reader that found

@@ -725,6 +725,42 @@ async fn collect(
     }
 }
 
+/// Sequential scans of `events` so far, every one the pool's connection
+/// made included (its statistics are flushed first).
+async fn log_scans(pool: &deadpool_postgres::Pool) -> i64 {
+    let client = pool.get().await.expect("client");
+    client
+        .batch_execute("select pg_stat_force_next_flush()")
+        .await
+        .expect("flush");
+    client
+        .query_one(
+            "select coalesce(seq_scan, 0) from pg_stat_user_tables where relname = 'events'",
+            &[],
+        )
+        .await
+        .expect("scans")
+        .get(0)
+}
+
+/// A new stream of a hundred events; its id.
+async fn hundred_event_stream(store: &EventStore) -> String {
+    let stream = format!("product-{}", Uuid::new_v4());
+    let events: Vec<NewEvent> = (1..=100).map(event).collect();
+    let metadata = Metadata::default();
+    append(
+        store,
+        &stream,
+        ExpectedVersion::NoStream,
+        &events,
+        &metadata,
+        &[],
+    )
+    .await
+    .expect("append");
+    stream
+}
+
 #[tokio::test]
 async fn tails_of_several_streams_come_in_one_statement_that_never_reads_the_whole_log() {
     let env = TestEnv::new().await;
@@ -733,37 +769,10 @@ async fn tails_of_several_streams_come_in_one_statement_that_never_reads_the_who
     // the size where a scan of the whole table looks cheapest.
     let pool = env.database_url.pool(1).expect("pool");
     let store = EventStore::new(pool.clone());
-    let metadata = Metadata::default();
-    let scans = || async {
-        let client = pool.get().await.expect("client");
-        client
-            .batch_execute("select pg_stat_force_next_flush()")
-            .await
-            .expect("flush");
-        client
-            .query_one(
-                "select coalesce(seq_scan, 0) from pg_stat_user_tables where relname = 'events'",
-                &[],
-            )
-            .await
-            .expect("scans")
-            .get::<_, i64>(0)
-    };
-    let before = scans().await;
+    let before = log_scans(&pool).await;
     let mut streams: Vec<String> = Vec::new();
     for round in 0..30 {
-        let stream = format!("product-{}", Uuid::new_v4());
-        let events: Vec<NewEvent> = (1..=100).map(event).collect();
-        append(
-            &store,
-            &stream,
-            ExpectedVersion::NoStream,
-            &events,
-            &metadata,
-            &[],
-        )
-        .await
-        .expect("append");
+        let stream = hundred_event_stream(&store).await;
         streams.push(stream);
         let missing = format!("product-{}", Uuid::new_v4());
         let mut asked: Vec<(&str, u64)> =
@@ -791,7 +800,7 @@ async fn tails_of_several_streams_come_in_one_statement_that_never_reads_the_who
         );
     }
     assert_eq!(
-        scans().await,
+        log_scans(&pool).await,
         before,
         "no read of the tails scanned the log through"
     );
@@ -805,37 +814,10 @@ async fn the_unfiltered_log_read_is_prepared_once_and_never_reads_the_whole_log(
     // whole table looks cheapest.
     let pool = env.database_url.pool(1).expect("pool");
     let store = EventStore::new(pool.clone());
-    let metadata = Metadata::default();
-    let scans = || async {
-        let client = pool.get().await.expect("client");
-        client
-            .batch_execute("select pg_stat_force_next_flush()")
-            .await
-            .expect("flush");
-        client
-            .query_one(
-                "select coalesce(seq_scan, 0) from pg_stat_user_tables where relname = 'events'",
-                &[],
-            )
-            .await
-            .expect("scans")
-            .get::<_, i64>(0)
-    };
-    let before = scans().await;
+    let before = log_scans(&pool).await;
     let mut cursor = Position::START;
     for round in 0..30 {
-        let stream = format!("product-{}", Uuid::new_v4());
-        let events: Vec<NewEvent> = (1..=100).map(event).collect();
-        append(
-            &store,
-            &stream,
-            ExpectedVersion::NoStream,
-            &events,
-            &metadata,
-            &[],
-        )
-        .await
-        .expect("append");
+        let stream = hundred_event_stream(&store).await;
         // Pages of at most 60 until the round's events are all read (the
         // log is read below the server's oldest running transaction, which
         // other tests' work may hold back for a moment).
@@ -875,5 +857,9 @@ async fn the_unfiltered_log_read_is_prepared_once_and_never_reads_the_whole_log(
         .expect("prepared")
         .get(0);
     assert!(prepared >= 1, "the log read is a prepared statement");
-    assert_eq!(scans().await, before, "no read scanned the log through");
+    assert_eq!(
+        log_scans(&pool).await,
+        before,
+        "no read scanned the log through"
+    );
 }
