@@ -215,7 +215,7 @@ async fn place(
         let requested: Vec<_> = lines
             .iter()
             .zip(&products)
-            .map(|((id, quantity), loaded)| (*id, *quantity, &loaded.state))
+            .map(|((id, quantity), loaded)| (*id, *quantity, &*loaded.state))
             .collect();
         let command = domain::order::place_order(OrderId::new(id), &user, &requested)
             .map_err(|e| ApiError::from_domain(&e))?;

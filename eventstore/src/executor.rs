@@ -56,8 +56,9 @@ impl CommandContext {
 /// An aggregate as loaded from the store.
 #[derive(Debug, Clone)]
 pub struct Loaded<A: Aggregate> {
-    /// Its state after every event.
-    pub state: A::State,
+    /// Its state after every event, shared with this process's cache of
+    /// states (a product's open reservations make it large).
+    pub state: Arc<A::State>,
     /// Its version (0: no such stream).
     pub version: u64,
     /// Version of the snapshot it started from (0: none).
@@ -78,8 +79,8 @@ pub struct Executed<A: Aggregate> {
     pub events: Vec<A::Event>,
     /// Their ids.
     pub event_ids: Vec<Uuid>,
-    /// The state afterwards.
-    pub state: A::State,
+    /// The state afterwards, shared with this process's cache of states.
+    pub state: Arc<A::State>,
     /// True when the command id had already been executed.
     pub replayed: bool,
 }
@@ -156,7 +157,7 @@ impl Executor {
     async fn starting_point<A: Aggregate>(
         &self,
         stream_id: &str,
-    ) -> Result<(A::State, u64, u64), StoreError> {
+    ) -> Result<(Arc<A::State>, u64, u64), StoreError> {
         if let Some((version, state, snapshot_version)) = self.cache.get::<A>(stream_id) {
             return Ok((state, version, snapshot_version));
         }
@@ -171,7 +172,7 @@ impl Executor {
             },
             None => (A::State::default(), 0),
         };
-        Ok((state, version, version))
+        Ok((Arc::new(state), version, version))
     }
 
     /// Loads an aggregate: from this process's cache of recent states, or
@@ -186,16 +187,20 @@ impl Executor {
                 .read_stream(stream_id, version, LOAD_PAGE)
                 .await?;
             let full = page.len() as i64 == LOAD_PAGE;
-            for recorded in page {
-                state = A::evolve(state, &decode::<A>(&recorded)?);
-                version = recorded.version;
+            if !page.is_empty() {
+                let mut owned = Arc::unwrap_or_clone(state);
+                for recorded in page {
+                    owned = A::evolve(owned, &decode::<A>(&recorded)?);
+                    version = recorded.version;
+                }
+                state = Arc::new(owned);
             }
             if !full {
                 break;
             }
         }
         self.cache
-            .put::<A>(stream_id, version, &state, snapshot_version);
+            .put::<A>(stream_id, version, state.clone(), snapshot_version);
         Ok(Loaded {
             state,
             version,
@@ -239,26 +244,25 @@ impl Executor {
             // Rows come grouped by stream, in the order asked; a stream asked
             // for twice gets its tail twice, and only the first fold counts.
             if recorded.stream_id == first && recorded.version == a.version + 1 {
-                a.state = A::evolve(std::mem::take(&mut a.state), &decode::<A>(&recorded)?);
+                evolve_shared::<A>(&mut a.state, &decode::<A>(&recorded)?);
                 a.version = recorded.version;
                 continue;
             }
             for (stream_id, loaded) in rest.iter().zip(b.iter_mut()) {
                 if *stream_id == recorded.stream_id && recorded.version == loaded.version + 1 {
-                    loaded.state =
-                        B::evolve(std::mem::take(&mut loaded.state), &decode::<B>(&recorded)?);
+                    evolve_shared::<B>(&mut loaded.state, &decode::<B>(&recorded)?);
                     loaded.version = recorded.version;
                     break;
                 }
             }
         }
         self.cache
-            .put::<A>(first, a.version, &a.state, a.snapshot_version);
+            .put::<A>(first, a.version, a.state.clone(), a.snapshot_version);
         for (stream_id, loaded) in rest.iter().zip(&b) {
             self.cache.put::<B>(
                 stream_id,
                 loaded.version,
-                &loaded.state,
+                loaded.state.clone(),
                 loaded.snapshot_version,
             );
         }
@@ -279,7 +283,7 @@ impl Executor {
             version = recorded.version;
         }
         Ok(Loaded {
-            state,
+            state: Arc::new(state),
             version,
             snapshot_version: 0,
         })
@@ -337,7 +341,7 @@ impl Executor {
             .then(|| {
                 self.cache
                     .get::<A>(stream_id)
-                    .unwrap_or_else(|| (0, A::State::default(), 0))
+                    .unwrap_or_else(|| (0, Arc::default(), 0))
             })
             .and_then(|(version, state, snapshot_version)| {
                 match A::decide(&state, command.clone()) {
@@ -429,15 +433,30 @@ impl Executor {
             // The same command id committed concurrently.
             return self.replay::<A>(stream_id, ctx, appended).await;
         }
-        let state = events.iter().fold(loaded.state, A::evolve);
+        // The cache's copy of the state decided on is superseded now: let
+        // go of it, so the state is evolved in place rather than copied
+        // whole (unless someone else is reading it this moment).
+        self.cache.forget::<A>(stream_id, loaded.version);
+        let state = Arc::new(
+            events
+                .iter()
+                .fold(Arc::unwrap_or_clone(loaded.state), A::evolve),
+        );
         let mut snapshot_version = loaded.snapshot_version;
-        if appended.last_version - loaded.snapshot_version >= SNAPSHOT_EVERY {
-            self.snapshot::<A>(stream_id, appended.last_version, &state)
-                .await;
+        let snapshot_due = appended.last_version - loaded.snapshot_version >= SNAPSHOT_EVERY;
+        if snapshot_due {
             snapshot_version = appended.last_version;
         }
-        self.cache
-            .put::<A>(stream_id, appended.last_version, &state, snapshot_version);
+        self.cache.put::<A>(
+            stream_id,
+            appended.last_version,
+            state.clone(),
+            snapshot_version,
+        );
+        if snapshot_due {
+            self.snapshot::<A>(stream_id, appended.last_version, &state)
+                .await;
+        }
         Ok(Executed {
             stream_id: stream_id.to_owned(),
             version: appended.last_version,
@@ -487,6 +506,13 @@ impl Executor {
             tracing::warn!(stream_id, error = %e, "could not store snapshot");
         }
     }
+}
+
+/// Folds one event into a shared state: in place when nobody else holds
+/// it, on a copy otherwise.
+fn evolve_shared<A: Aggregate>(state: &mut Arc<A::State>, event: &A::Event) {
+    let owned = Arc::unwrap_or_clone(std::mem::take(state));
+    *state = Arc::new(A::evolve(owned, event));
 }
 
 /// A stored event as the aggregate's event type (upcast when older).
@@ -548,13 +574,22 @@ impl StateCache {
     }
 
     /// (version, state, snapshot version) of a stream, if cached.
-    fn get<A: Aggregate>(&self, stream_id: &str) -> Option<(u64, A::State, u64)> {
+    fn get<A: Aggregate>(&self, stream_id: &str) -> Option<(u64, Arc<A::State>, u64)> {
         let tick = self.tick();
         let mut entries = self.entries();
         let entry = entries.get_mut(stream_id)?;
-        let state = entry.state.downcast_ref::<A::State>()?.clone();
+        let state = entry.state.clone().downcast::<A::State>().ok()?;
         entry.used = tick;
         Some((entry.version, state, entry.snapshot_version))
+    }
+
+    /// Drops a stream's state if it is cached at `version` (which is about
+    /// to be superseded), so that the caller may hold the only reference.
+    fn forget<A: Aggregate>(&self, stream_id: &str, version: u64) {
+        let mut entries = self.entries();
+        if entries.get(stream_id).is_some_and(|e| e.version == version) {
+            entries.remove(stream_id);
+        }
     }
 
     fn tick(&self) -> u64 {
@@ -566,7 +601,7 @@ impl StateCache {
         &self,
         stream_id: &str,
         version: u64,
-        state: &A::State,
+        state: Arc<A::State>,
         snapshot_version: u64,
     ) {
         if version == 0 {
@@ -597,7 +632,7 @@ impl StateCache {
             CachedState {
                 version,
                 snapshot_version,
-                state: Arc::new(state.clone()),
+                state,
                 used: tick,
             },
         );
@@ -620,23 +655,42 @@ mod tests {
     #[test]
     fn a_full_cache_forgets_the_streams_used_longest_ago() {
         let cache = StateCache::new(4);
-        let state = <User as Aggregate>::State::default();
+        let state = Arc::new(<User as Aggregate>::State::default());
         for stream in ["a", "b", "c", "d"] {
-            cache.put::<User>(stream, 1, &state, 0);
+            cache.put::<User>(stream, 1, state.clone(), 0);
         }
         // a and d are read again; b and c are left alone.
         assert!(cache.get::<User>("a").is_some());
         assert!(cache.get::<User>("d").is_some());
-        cache.put::<User>("e", 1, &state, 0);
+        cache.put::<User>("e", 1, state.clone(), 0);
         let kept: Vec<bool> = ["a", "b", "c", "d", "e"]
             .iter()
             .map(|s| cache.get::<User>(s).is_some())
             .collect();
         assert_eq!(kept, [true, false, false, true, true]);
         // Writing a state counts as a use too, also when it is not newer.
-        cache.put::<User>("f", 1, &state, 0);
-        cache.put::<User>("a", 1, &state, 0);
-        cache.put::<User>("g", 1, &state, 0);
+        cache.put::<User>("f", 1, state.clone(), 0);
+        cache.put::<User>("a", 1, state.clone(), 0);
+        cache.put::<User>("g", 1, state.clone(), 0);
         assert!(cache.get::<User>("a").is_some(), "a was used just before");
+    }
+
+    #[test]
+    fn cached_states_are_shared_not_copied_and_let_go_of_when_superseded() {
+        let cache = StateCache::new(4);
+        let state = Arc::new(<User as Aggregate>::State::default());
+        cache.put::<User>("a", 3, state.clone(), 0);
+        let (version, got, _) = cache.get::<User>("a").unwrap();
+        assert_eq!(version, 3);
+        assert!(Arc::ptr_eq(&got, &state), "the cached state itself");
+        drop(got);
+        // Another version than the one cached: kept.
+        cache.forget::<User>("a", 2);
+        assert_eq!(Arc::strong_count(&state), 2);
+        // The version about to be superseded: dropped, so the state in hand
+        // is evolved without a copy.
+        cache.forget::<User>("a", 3);
+        assert_eq!(Arc::strong_count(&state), 1);
+        assert!(cache.get::<User>("a").is_none());
     }
 }

@@ -613,6 +613,61 @@ async fn malformed_messages_are_skipped_and_an_unreadable_event_parks_only_its_s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_state_this_build_cannot_read_parks_its_saga_and_is_kept_as_it_was() {
+    let h = Harness::new().await;
+    let sagas = h.start_sagas();
+    let user = h.user().await;
+    let product = h.product(10).await;
+    let order = h.place(user, &[(product, 1)]).await;
+    h.wait_phase(order, SagaPhase::AwaitingPayment).await;
+    let other = h.place(user, &[(product, 1)]).await;
+    h.wait_phase(other, SagaPhase::AwaitingPayment).await;
+
+    // As a later build might have written it.
+    let later = serde_json::json!({ "phase": "from_a_later_build", "lines": 3 });
+    let client = h.env.client().await;
+    client
+        .execute(
+            "update saga.sagas set state = $2 where order_id = $1",
+            &[&order.as_uuid(), &later],
+        )
+        .await
+        .unwrap();
+    h.pay(order).await;
+    h.pay(other).await;
+
+    let parked: String = common::wait_for(Duration::from_secs(10), || async {
+        client
+            .query_one(
+                "select parked from saga.sagas where order_id = $1",
+                &[&order.as_uuid()],
+            )
+            .await
+            .unwrap()
+            .get::<_, Option<String>>(0)
+    })
+    .await;
+    assert!(parked.contains("stored saga state unreadable"), "{parked}");
+    let row = client
+        .query_one(
+            "select state, attention from saga.sagas where order_id = $1",
+            &[&order.as_uuid()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, serde_json::Value>(0),
+        later,
+        "the state is kept"
+    );
+    assert!(row.get::<_, bool>(1), "it needs attention");
+    // Only that saga: the other order's payment is handled.
+    h.wait_phase(other, SagaPhase::Paid).await;
+    assert!(!sagas.running.task.is_finished());
+    sagas.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_coordinator_at_a_time_and_a_standby_takes_over() {
     let h = Harness::new().await;
     let user = h.user().await;

@@ -141,7 +141,7 @@ impl Shop {
                 .state;
             products.push((*id, quantity(*n), state));
         }
-        let borrowed: Vec<_> = products.iter().map(|(id, q, s)| (*id, *q, s)).collect();
+        let borrowed: Vec<_> = products.iter().map(|(id, q, s)| (*id, *q, &**s)).collect();
         let command = domain::order::place_order(order_id, &user_state, &borrowed)
             .unwrap_or_else(|e| panic!("{e}"));
         let position = self.run::<Order>(&order_id.stream_id(), command).await;

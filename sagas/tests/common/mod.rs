@@ -270,6 +270,8 @@ impl Harness {
             .await
             .unwrap()
             .state
+            .as_ref()
+            .clone()
     }
 
     pub async fn status(&self, order: OrderId) -> Option<OrderStatus> {
@@ -282,6 +284,8 @@ impl Harness {
             .await
             .unwrap()
             .state
+            .as_ref()
+            .clone()
     }
 
     /// Event types of a stream, in order.
