@@ -436,7 +436,7 @@ impl Executor {
         // The cache's copy of the state decided on is superseded now: let
         // go of it, so the state is evolved in place rather than copied
         // whole (unless someone else is reading it this moment).
-        self.cache.forget::<A>(stream_id, loaded.version);
+        self.cache.forget(stream_id, loaded.version);
         let state = Arc::new(
             events
                 .iter()
@@ -585,7 +585,7 @@ impl StateCache {
 
     /// Drops a stream's state if it is cached at `version` (which is about
     /// to be superseded), so that the caller may hold the only reference.
-    fn forget<A: Aggregate>(&self, stream_id: &str, version: u64) {
+    fn forget(&self, stream_id: &str, version: u64) {
         let mut entries = self.entries();
         if entries.get(stream_id).is_some_and(|e| e.version == version) {
             entries.remove(stream_id);
@@ -685,11 +685,11 @@ mod tests {
         assert!(Arc::ptr_eq(&got, &state), "the cached state itself");
         drop(got);
         // Another version than the one cached: kept.
-        cache.forget::<User>("a", 2);
+        cache.forget("a", 2);
         assert_eq!(Arc::strong_count(&state), 2);
         // The version about to be superseded: dropped, so the state in hand
         // is evolved without a copy.
-        cache.forget::<User>("a", 3);
+        cache.forget("a", 3);
         assert_eq!(Arc::strong_count(&state), 1);
         assert!(cache.get::<User>("a").is_none());
     }
