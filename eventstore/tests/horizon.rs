@@ -81,14 +81,20 @@ async fn read_all(store: &EventStore) -> Vec<RecordedEvent> {
 /// a read looks at them, can hold it back for that moment: which ones can
 /// append is judged from the lock table, and one caught ending counts.
 async fn read_ids(store: &EventStore, count: usize) -> Vec<Uuid> {
+    ids(&read_at_least(store, count).await)
+}
+
+/// What [`read_all`] gives once it gives at least `count` events (within ten
+/// seconds), for the same reason as [`read_ids`].
+async fn read_at_least(store: &EventStore, count: usize) -> Vec<RecordedEvent> {
     for _ in 0..200 {
         let all = read_all(store).await;
         if all.len() >= count {
-            return ids(&all);
+            return all;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    ids(&read_all(store).await)
+    read_all(store).await
 }
 
 /// Whether `horizon()` says the transaction of backend `pid` may append,
@@ -151,7 +157,7 @@ async fn an_open_transaction_that_appended_holds_later_events_back_until_it_ends
         "an event committed after the open append began waits beyond the horizon"
     );
     assert_eq!(
-        ids(&read_all(&store).await),
+        read_ids(&store, 1).await,
         vec![before],
         "nothing at or after the open append is readable yet"
     );
@@ -465,7 +471,7 @@ async fn a_follower_never_skips_events_of_transactions_that_commit_late() {
         );
     }
 
-    let full: Vec<(Position, Uuid)> = read_all(&store)
+    let full: Vec<(Position, Uuid)> = read_at_least(&store, committed.len())
         .await
         .into_iter()
         .map(|e| (e.position, e.event_id))
