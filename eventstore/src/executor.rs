@@ -442,11 +442,14 @@ impl Executor {
                 .iter()
                 .fold(Arc::unwrap_or_clone(loaded.state), A::evolve),
         );
-        let mut snapshot_version = loaded.snapshot_version;
+        // Back in the cache before anything is awaited, so the stream is
+        // missing from it only for the moment of the fold.
         let snapshot_due = appended.last_version - loaded.snapshot_version >= SNAPSHOT_EVERY;
-        if snapshot_due {
-            snapshot_version = appended.last_version;
-        }
+        let snapshot_version = if snapshot_due {
+            appended.last_version
+        } else {
+            loaded.snapshot_version
+        };
         self.cache.put::<A>(
             stream_id,
             appended.last_version,

@@ -25,29 +25,6 @@ pub(crate) const PAYMENT_TIMER: &str = "payment";
 const ROW_COLUMNS: &str =
     "order_id, state, version, correlation_id, origin_event_id, causes, parked";
 
-/// A `jsonb` value's text as PostgreSQL sends it, to be deserialized into
-/// its type directly: reading a `serde_json::Value` first would build a tree
-/// of the whole state only to walk it again, and this is read for every
-/// saga a batch touches.
-struct JsonbText<'a>(&'a [u8]);
-
-impl<'a> tokio_postgres::types::FromSql<'a> for JsonbText<'a> {
-    fn from_sql(
-        _: &tokio_postgres::types::Type,
-        raw: &'a [u8],
-    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        // The binary format of `jsonb` is a version byte (1), then the text.
-        match raw.split_first() {
-            Some((1, text)) => Ok(JsonbText(text)),
-            _ => Err("unsupported jsonb format version".into()),
-        }
-    }
-
-    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
-        *ty == tokio_postgres::types::Type::JSONB
-    }
-}
-
 /// One saga as stored, and what handling inputs changed in it.
 #[derive(Debug, Clone)]
 pub(crate) struct SagaRow {
@@ -101,10 +78,15 @@ impl SagaRow {
         saga.version = row.try_get(2)?;
         saga.correlation_id = row.try_get(3)?;
         saga.origin_event_id = row.try_get(4)?;
-        saga.causes = serde_json::from_slice(row.try_get::<_, JsonbText>(5)?.0).unwrap_or_default();
+        // `Json<T>` reads the column straight into its type: no
+        // `serde_json::Value` tree built only to be walked again.
+        saga.causes = row
+            .try_get::<_, Json<BTreeMap<String, Uuid>>>(5)
+            .map(|causes| causes.0)
+            .unwrap_or_default();
         saga.parked = row.try_get(6)?;
-        match serde_json::from_slice::<SagaState>(row.try_get::<_, JsonbText>(1)?.0) {
-            Ok(state) => {
+        match row.try_get::<_, Json<SagaState>>(1) {
+            Ok(Json(state)) => {
                 saga.state = state;
                 // A state stored before `saga.history` existed: its steps
                 // move there with the next save.
