@@ -8,6 +8,8 @@
 //! - [`group`]: group commit: concurrent appends written in one statement.
 //! - [`follow`]: a cursor following the log in order, waiting for more.
 //! - [`executor`]: load, decide, append, retry on conflict.
+//! - [`leadership`]: jobs one process at a time does (relay, projections,
+//!   sagas, rebuilds): advisory locks, standby, terms, backoff.
 //! - [`notify`]: waking log readers after appends, without serialising writers.
 //! - [`relay`]: the one active publisher of the log to JetStream.
 //! - [`envelope`]: the CloudEvents envelope users and subscribers see.
@@ -21,6 +23,7 @@ pub mod event;
 pub mod executor;
 pub mod follow;
 pub mod group;
+pub mod leadership;
 pub mod migrations;
 pub mod nats;
 pub mod notify;

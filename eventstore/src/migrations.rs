@@ -7,6 +7,7 @@
 
 use crate::db::DatabaseUrl;
 use crate::error::StoreError;
+use crate::leadership::{fnv1a, LockKey};
 
 /// One migration file.
 #[derive(Debug, Clone, Copy)]
@@ -23,20 +24,14 @@ impl Migration {
     /// A fingerprint of the SQL, so an edited migration that was already
     /// applied is noticed instead of silently diverging.
     pub fn checksum(&self) -> String {
-        // FNV-1a: stable across builds and platforms, no dependency needed.
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in self.sql.bytes() {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-        format!("{hash:016x}")
+        format!("{:016x}", fnv1a(self.sql.as_bytes()))
     }
 }
 
 include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
 
 /// Advisory lock key for migrations: "ordomigr" in ASCII.
-const MIGRATION_LOCK: i64 = 0x6f72_646f_6d69_6772;
+const MIGRATION_LOCK: LockKey = LockKey::raw(0x6f72_646f_6d69_6772);
 
 /// What [`migrate`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,14 +46,10 @@ pub struct MigrationReport {
 pub async fn migrate(url: &DatabaseUrl) -> Result<MigrationReport, StoreError> {
     url.ensure_database().await?;
     let mut client = url.connect().await?;
-    client
-        .execute("select pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-        .await?;
+    MIGRATION_LOCK.lock(&client).await?;
     let result = apply_pending(&mut client).await;
     // Unlock even when applying failed; closing the connection would too.
-    let unlock = client
-        .execute("select pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
-        .await;
+    let unlock = MIGRATION_LOCK.unlock(&client).await;
     let report = result?;
     unlock?;
     Ok(report)

@@ -1,9 +1,10 @@
 //! The relay: publishes every committed event to JetStream, once, in log order.
 //!
-//! - **One active relay.** Leadership is a PostgreSQL advisory lock held on a
-//!   dedicated connection. Standbys try for it every [`STANDBY_POLL`]; when
-//!   the leader's process dies its session ends, the lock is freed and a
-//!   standby takes over within that interval.
+//! - **One active relay** per stream ([`crate::leadership`]). Standbys try
+//!   for the lock every [`STANDBY_POLL`]; when the leader's process dies its
+//!   session ends, the lock is freed and a standby takes over within that
+//!   interval. Before each batch it sends, the leader checks that its lock's
+//!   session still stands.
 //! - **In order, none twice.** Each message carries
 //!   `Nats-Expected-Last-Sequence`: the stream must be exactly where the relay
 //!   believes it is. Messages are pipelined (a whole batch in flight, acks
@@ -31,6 +32,7 @@ use crate::db::DatabaseUrl;
 use crate::envelope::PublishableEvent;
 use crate::error::StoreError;
 use crate::follow::LogFollower;
+use crate::leadership::{Backoff, Leadership, Lease, LockKey, TermEnd};
 use crate::nats::{ensure_stream, BusError, StreamName, SubjectPrefix};
 use crate::notify::LogListener;
 use crate::position::Position;
@@ -38,6 +40,8 @@ use crate::store::EventStore;
 
 /// How often a standby tries to become the active relay.
 pub const STANDBY_POLL: Duration = Duration::from_secs(1);
+/// How often the active relay publishes what holds the log's horizon back.
+const HORIZON_REPORT: Duration = Duration::from_secs(1);
 /// Longest pause between attempts while NATS or PostgreSQL is away.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -128,75 +132,38 @@ impl Relay {
         self.stats.clone()
     }
 
-    fn set_active(&self, active: bool) {
-        self.stats.active.store(active, Ordering::SeqCst);
-        metrics::gauge!("ordo_relay_active").set(if active { 1.0 } else { 0.0 });
-    }
-
-    /// The advisory lock key of this relay's stream: one leader per stream.
-    fn lock_key(&self) -> i64 {
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in format!("ordo.relay:{}", self.config.stream).bytes() {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-        hash as i64
-    }
-
-    /// Runs until `shutdown`: stands by, leads, and recovers from failures.
+    /// Runs until `shutdown`: stands by, leads, and recovers from failures
+    /// (see [`crate::leadership`]).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), RelayError> {
-        let mut backoff = Duration::from_millis(100);
-        let mut announced_standby = false;
-        while !shutdown.is_cancelled() {
-            let lock = match self.try_lead().await {
-                Ok(Some(lock)) => lock,
-                Ok(None) => {
-                    if !announced_standby {
-                        tracing::info!(stream = %self.config.stream, "another relay is active; standing by");
-                        announced_standby = true;
+        let stats = self.stats.clone();
+        let leadership = Leadership::new(
+            self.url.clone(),
+            LockKey::new("relay", &self.config.stream),
+            format!("relay of stream {}", self.config.stream),
+        )
+        .standby_poll(STANDBY_POLL)
+        .backoff(Backoff {
+            first: Duration::from_millis(100),
+            max: MAX_BACKOFF,
+        })
+        .on_active(move |active| {
+            stats.active.store(active, Ordering::SeqCst);
+            metrics::gauge!("ordo_relay_active").set(if active { 1.0 } else { 0.0 });
+        });
+        leadership
+            .run(&shutdown, |lease| async {
+                match self.lead(lease, &shutdown).await {
+                    Ok(()) => TermEnd::Stopped,
+                    Err(TermError::Bus(e @ BusError::StreamMismatch { .. })) => {
+                        TermEnd::Fatal(RelayError::Bus(e))
                     }
-                    self.set_active(false);
-                    sleep_or_stop(STANDBY_POLL, &shutdown).await;
-                    continue;
+                    Err(e) => {
+                        metrics::counter!("ordo_relay_failures_total").increment(1);
+                        TermEnd::Interrupted(format!("{e}; resynchronising"))
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "relay cannot reach PostgreSQL; retrying");
-                    sleep_or_stop(backoff, &shutdown).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    continue;
-                }
-            };
-            announced_standby = false;
-            tracing::info!(stream = %self.config.stream, "relay is active");
-            self.set_active(true);
-            match self.lead(&lock, &shutdown).await {
-                Ok(()) => {
-                    self.set_active(false);
-                    return Ok(());
-                }
-                Err(TermError::Bus(e @ BusError::StreamMismatch { .. })) => {
-                    return Err(RelayError::Bus(e));
-                }
-                Err(e) => {
-                    metrics::counter!("ordo_relay_failures_total").increment(1);
-                    tracing::warn!(error = %e, "relay interrupted; resynchronising");
-                    sleep_or_stop(backoff, &shutdown).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-            self.set_active(false);
-            // Dropping `lock` closes its session and frees the lock.
-        }
-        Ok(())
-    }
-
-    /// Takes the lock on a connection of its own, or says someone else has it.
-    async fn try_lead(&self) -> Result<Option<tokio_postgres::Client>, StoreError> {
-        let client = self.url.connect().await?;
-        let row = client
-            .query_one("select pg_try_advisory_lock($1)", &[&self.lock_key()])
-            .await?;
-        Ok(row.get::<_, bool>(0).then_some(client))
+            })
+            .await
     }
 
     /// One leadership term: resynchronise, then publish until told to stop
@@ -207,11 +174,7 @@ impl Relay {
     /// at once, each checkpointed when all of its acks are in, in order. The
     /// expected-sequence chain runs across batches, so pipelining keeps the
     /// order guarantee.
-    async fn lead(
-        &self,
-        lock: &tokio_postgres::Client,
-        shutdown: &CancellationToken,
-    ) -> Result<(), TermError> {
+    async fn lead(&self, lease: Lease, shutdown: &CancellationToken) -> Result<(), TermError> {
         let stream =
             ensure_stream(&self.jetstream, &self.config.stream, &self.config.prefix).await?;
         let (start, mut last_sequence) = self.resynchronise(stream).await?;
@@ -230,19 +193,16 @@ impl Relay {
             batches,
         )));
         let mut in_flight = FuturesOrdered::new();
-        let mut lock_check = tokio::time::interval(STANDBY_POLL);
+        let mut horizon_report = tokio::time::interval(HORIZON_REPORT);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                _ = lock_check.tick() => {
-                    if lock.is_closed() {
-                        return Err(TermError::LostLock);
-                    }
+                _ = horizon_report.tick() => {
                     self.report_horizon().await;
                 }
                 batch = prepared.recv(), if in_flight.len() < BATCHES_IN_FLIGHT => {
                     let batch = batch.ok_or_else(|| TermError::Publish("the log reader stopped".into()))??;
-                    if lock.is_closed() {
+                    if lease.is_lost() {
                         return Err(TermError::LostLock);
                     }
                     in_flight.push_back(self.send(batch, &mut last_sequence).await?);
@@ -534,11 +494,4 @@ pub struct RelayCheckpoint {
     pub stream_sequence: u64,
     /// When this was recorded.
     pub updated_at: chrono::DateTime<chrono::Utc>,
-}
-
-async fn sleep_or_stop(pause: Duration, shutdown: &CancellationToken) {
-    tokio::select! {
-        _ = tokio::time::sleep(pause) => {}
-        _ = shutdown.cancelled() => {}
-    }
 }

@@ -18,6 +18,7 @@
 
 use std::time::{Duration, Instant};
 
+use eventstore::leadership::LockKey;
 use eventstore::nats::StreamName;
 use eventstore::store::LogFilter;
 use eventstore::{Position, RecordedEvent, StoreError};
@@ -132,13 +133,9 @@ impl From<deadpool_postgres::PoolError> for RebuildError {
     }
 }
 
-fn lock_key(projection: Projection) -> i64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in format!("ordo.rebuild:{projection}").bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash as i64
+/// One rebuild of a projection at a time, whoever starts it.
+fn lock_key(projection: Projection) -> LockKey {
+    LockKey::new("rebuild", projection)
 }
 
 /// Rebuilds (or, with `dry_run`, recomputes and compares) `options.projections`.
@@ -156,10 +153,7 @@ pub async fn rebuild(
     let mut held = Vec::new();
     let mut result = Ok(());
     for projection in &projections {
-        let row = locks
-            .query_one("select pg_try_advisory_lock($1)", &[&lock_key(*projection)])
-            .await?;
-        if row.get::<_, bool>(0) {
+        if lock_key(*projection).try_lock(&**locks).await? {
             held.push(*projection);
         } else {
             result = Err(RebuildError::Busy(*projection));
@@ -171,9 +165,7 @@ pub async fn rebuild(
         Err(e) => Err(e),
     };
     for projection in held {
-        locks
-            .execute("select pg_advisory_unlock($1)", &[&lock_key(projection)])
-            .await?;
+        lock_key(projection).unlock(&**locks).await?;
     }
     outcome
 }

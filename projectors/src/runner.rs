@@ -11,8 +11,8 @@
 //! delivered again anyway (a restart, a reset sequence) sits at or below the
 //! checkpoint's position and is skipped.
 //!
-//! One instance per projection is active: a PostgreSQL advisory lock on a
-//! dedicated connection; others stand by and take over when its session ends.
+//! One instance per projection is active ([`eventstore::leadership`]);
+//! others stand by and take over when its lock's session ends.
 //! Each batch (whatever is ready, up to `batch_size`) is applied in one
 //! transaction together with the checkpoint. An event that cannot be applied
 //! stops the projection: the events before it are committed, the checkpoint
@@ -25,6 +25,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::pull::OrderedConfig, consumer::DeliverPolicy};
 use domain::ids::StreamType;
 use eventstore::envelope::Envelope;
+use eventstore::leadership::{Backoff, Leadership, Lease, LockKey, TermEnd};
 use eventstore::nats::{StreamName, SubjectPrefix};
 use eventstore::{DatabaseUrl, Position, StoreError};
 use futures::StreamExt as _;
@@ -100,8 +101,6 @@ enum TermError {
     Store(#[from] StoreError),
     #[error("JetStream: {0}")]
     JetStream(String),
-    #[error("lost the projection lock")]
-    LostLock,
     #[error("the checkpoint moved under the projector (a rebuild swapped it)")]
     Moved,
 }
@@ -153,95 +152,49 @@ impl Projector {
         self.stats.clone()
     }
 
-    fn lock_key(&self) -> i64 {
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in format!("ordo.projection:{}", self.projection).bytes() {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-        hash as i64
-    }
-
-    /// Runs until `shutdown`: stands by, leads, recovers. A projection that
-    /// failed on an event stays stopped (holding its lock, so no standby
-    /// fails on it again) until the process restarts.
+    /// Runs until `shutdown`: stands by, leads, recovers (see
+    /// [`eventstore::leadership`]). A projection that failed on an event
+    /// stays stopped (holding its lock, so no standby fails on it again)
+    /// until the process restarts.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ProjectorError> {
         let name = self.projection.name();
-        let mut backoff = Duration::from_millis(100);
-        let mut announced = false;
-        while !shutdown.is_cancelled() {
-            let lock = match self.url.connect().await {
-                Ok(client) => match client
-                    .query_one("select pg_try_advisory_lock($1)", &[&self.lock_key()])
-                    .await
-                {
-                    Ok(row) if row.get::<_, bool>(0) => client,
-                    Ok(_) => {
-                        if !announced {
-                            tracing::info!(
-                                projection = name,
-                                "another projector is active; standing by"
-                            );
-                            announced = true;
-                        }
-                        sleep_or_stop(STANDBY_POLL, &shutdown).await;
-                        continue;
+        let stats = self.stats.clone();
+        let leadership = Leadership::new(
+            self.url.clone(),
+            LockKey::new("projection", self.projection),
+            format!("projector {name}"),
+        )
+        .standby_poll(STANDBY_POLL)
+        .backoff(Backoff {
+            first: Duration::from_millis(100),
+            max: MAX_BACKOFF,
+        })
+        .on_active(move |active| stats.active.store(active, Ordering::SeqCst));
+        leadership
+            .run(&shutdown, |lease| async {
+                match self.lead(lease, &shutdown).await {
+                    Ok(Ended::Shutdown) => TermEnd::Stopped,
+                    Ok(Ended::Failed) => {
+                        self.stats.failed.store(true, Ordering::SeqCst);
+                        metrics::gauge!("ordo_projection_failed", "projection" => name).set(1.0);
+                        // Keep the lock: a standby would only fail on the same event.
+                        TermEnd::Hold
                     }
-                    Err(e) => {
-                        tracing::warn!(projection = name, error = %e, "cannot take the projection lock");
-                        sleep_or_stop(backoff, &shutdown).await;
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
-                        continue;
+                    Err(TermError::Moved) => {
+                        tracing::info!(
+                            projection = name,
+                            "checkpoint moved (rebuild); resuming from it"
+                        );
+                        TermEnd::Restart
                     }
-                },
-                Err(e) => {
-                    tracing::warn!(projection = name, error = %e, "projector cannot reach PostgreSQL; retrying");
-                    sleep_or_stop(backoff, &shutdown).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    continue;
+                    Err(e) => TermEnd::Interrupted(e.to_string()),
                 }
-            };
-            announced = false;
-            self.stats.active.store(true, Ordering::SeqCst);
-            tracing::info!(projection = name, "projector is active");
-            let outcome = self.lead(&lock, &shutdown).await;
-            match outcome {
-                Ok(Ended::Shutdown) => {
-                    self.stats.active.store(false, Ordering::SeqCst);
-                    return Ok(());
-                }
-                Ok(Ended::Failed) => {
-                    self.stats.failed.store(true, Ordering::SeqCst);
-                    metrics::gauge!("ordo_projection_failed", "projection" => name).set(1.0);
-                    // Keep the lock: a standby would only fail on the same event.
-                    shutdown.cancelled().await;
-                    self.stats.active.store(false, Ordering::SeqCst);
-                    return Ok(());
-                }
-                Err(TermError::Moved) => {
-                    tracing::info!(
-                        projection = name,
-                        "checkpoint moved (rebuild); resuming from it"
-                    );
-                    backoff = Duration::from_millis(100);
-                }
-                Err(e) => {
-                    tracing::warn!(projection = name, error = %e, "projector interrupted; resuming");
-                    sleep_or_stop(backoff, &shutdown).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-            self.stats.active.store(false, Ordering::SeqCst);
-        }
-        Ok(())
+            })
+            .await
     }
 
     /// One leadership term.
-    async fn lead(
-        &self,
-        lock: &tokio_postgres::Client,
-        shutdown: &CancellationToken,
-    ) -> Result<Ended, TermError> {
+    async fn lead(&self, _lease: Lease, shutdown: &CancellationToken) -> Result<Ended, TermError> {
         let name = self.projection.name();
         let mut client = self.pool.get().await.map_err(StoreError::from)?;
         let mut cp = checkpoint::load(&**client, name).await?;
@@ -285,16 +238,9 @@ impl Projector {
             .await
             .map_err(|e| TermError::JetStream(e.to_string()))?;
         let mut chunks = messages.ready_chunks(self.config.batch_size.max(1));
-        let mut lock_check = tokio::time::interval(STANDBY_POLL);
         loop {
             let chunk = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(Ended::Shutdown),
-                _ = lock_check.tick() => {
-                    if lock.is_closed() {
-                        return Err(TermError::LostLock);
-                    }
-                    continue;
-                }
                 chunk = chunks.next() => chunk.ok_or_else(|| TermError::JetStream("message stream ended".into()))?,
             };
             let mut batch = Batch::default();
@@ -495,13 +441,6 @@ struct Head {
 fn concerns(projection: Projection, subject: &str) -> Option<bool> {
     let stream_type = subject.split('.').nth(1)?.parse::<StreamType>().ok()?;
     Some(projection.handles(stream_type))
-}
-
-async fn sleep_or_stop(pause: Duration, shutdown: &CancellationToken) {
-    tokio::select! {
-        _ = tokio::time::sleep(pause) => {}
-        _ = shutdown.cancelled() => {}
-    }
 }
 
 #[cfg(test)]
