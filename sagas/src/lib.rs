@@ -9,11 +9,13 @@
 //! Module map:
 //!
 //! - [`runner`]: [`SagaRunner`], [`RunnerConfig`], [`SagaStats`]: leadership,
-//!   consumption, command drivers, timer polling, recovery. Start here.
+//!   consumption, command drivers, timer polling, recovery, one file each.
+//!   Start here.
 //! - `input` (private): from a NATS message to a saga input.
 //! - `commands` (private): running a saga command through the executor and
 //!   classifying what happened; the payment timeout's guarded cancellation.
-//! - `store` (private): the saga tables' SQL.
+//! - [`store`]: the saga tables' SQL, and [`store::SagaRow`], one saga as
+//!   stored.
 //! - [`query`]: [`query::saga`], the data of `GET /sagas/{order_id}`.
 //! - [`mod@status`]: [`status()`], the figures of `ordo status`.
 //! - [`clock`]: [`Clock`], [`SystemClock`], [`ManualClock`] for tests.
@@ -34,7 +36,7 @@ mod input;
 pub mod query;
 pub mod runner;
 pub mod status;
-mod store;
+pub mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::SagaError;

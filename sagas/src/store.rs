@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::error::SagaError;
 
 /// The only timer kind so far: a confirmed order's payment timeout.
-pub(crate) const PAYMENT_TIMER: &str = "payment";
+pub const PAYMENT_TIMER: &str = "payment";
 
 /// Columns [`SagaRow::from_row`] reads, in order.
 const ROW_COLUMNS: &str =
@@ -27,7 +27,7 @@ const ROW_COLUMNS: &str =
 
 /// One saga as stored, and what handling inputs changed in it.
 #[derive(Debug, Clone)]
-pub(crate) struct SagaRow {
+pub struct SagaRow {
     /// The order.
     pub order_id: OrderId,
     /// The state machine's state.
@@ -214,7 +214,7 @@ fn count_outcome(from: fulfilment::SagaPhase, to: fulfilment::SagaPhase) {
 /// prepared. (`where order_id = any($1)`, prepared while the table held
 /// about a thousand rows, keeps a sequential scan as it grows, unless
 /// statistics are refreshed.)
-pub(crate) async fn load_for_update(
+pub async fn load_for_update(
     tx: &impl GenericClient,
     order_ids: &[Uuid],
 ) -> Result<HashMap<OrderId, SagaRow>, SagaError> {
@@ -238,7 +238,7 @@ pub(crate) async fn load_for_update(
 }
 
 /// Writes a saga row and its timer change, if anything changed.
-pub(crate) async fn save(
+pub async fn save(
     tx: &impl GenericClient,
     saga: &SagaRow,
     now: DateTime<Utc>,
@@ -249,7 +249,7 @@ pub(crate) async fn save(
 /// Writes every changed saga row and timer change: one statement for the
 /// rows, one for the timers set and one for those cleared, however many
 /// sagas a batch touched.
-pub(crate) async fn save_all<'a>(
+pub async fn save_all<'a>(
     tx: &impl GenericClient,
     sagas: impl IntoIterator<Item = &'a SagaRow>,
     now: DateTime<Utc>,
@@ -401,7 +401,7 @@ pub(crate) async fn save_all<'a>(
 /// is cheapest then) is kept while the table grows unless statistics are
 /// refreshed: on a server without autovacuum each batch then read the whole
 /// table.
-pub(crate) async fn record_processed(
+pub async fn record_processed(
     tx: &impl GenericClient,
     ids: &[Uuid],
     order_ids: &[Uuid],
@@ -426,7 +426,7 @@ pub(crate) async fn record_processed(
 
 /// Where the consumer is on a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct Checkpoint {
+pub struct Checkpoint {
     /// The last event handled (or skipped as irrelevant).
     pub position: Position,
     /// The stream sequence of the last message handled.
@@ -434,7 +434,7 @@ pub(crate) struct Checkpoint {
 }
 
 /// The consumer's checkpoint on `stream` (the start when none is stored).
-pub(crate) async fn load_checkpoint(
+pub async fn load_checkpoint(
     client: &tokio_postgres::Client,
     stream: &str,
 ) -> Result<Checkpoint, SagaError> {
@@ -455,7 +455,7 @@ pub(crate) async fn load_checkpoint(
 }
 
 /// Stores the consumer's checkpoint.
-pub(crate) async fn save_checkpoint(
+pub async fn save_checkpoint(
     tx: &impl GenericClient,
     stream: &str,
     checkpoint: Checkpoint,
@@ -484,9 +484,7 @@ pub(crate) async fn save_checkpoint(
 
 /// Unfinished, unparked sagas with commands pending: what a new coordinator
 /// re-issues (each command id makes that harmless if it already ran).
-pub(crate) async fn with_pending_commands(
-    client: &impl GenericClient,
-) -> Result<Vec<SagaRow>, SagaError> {
+pub async fn with_pending_commands(client: &impl GenericClient) -> Result<Vec<SagaRow>, SagaError> {
     let sql = format!(
         "select {ROW_COLUMNS} from saga.sagas
           where not finished and parked is null and jsonb_array_length(state->'pending') > 0
@@ -505,7 +503,7 @@ pub(crate) async fn with_pending_commands(
 
 /// Due timers with their sagas, both rows locked; rows someone else holds
 /// are skipped, never waited for.
-pub(crate) async fn due_timers(
+pub async fn due_timers(
     tx: &impl GenericClient,
     now: DateTime<Utc>,
     limit: i64,
@@ -534,7 +532,7 @@ pub(crate) async fn due_timers(
 }
 
 /// The id of the event at a log position.
-pub(crate) async fn event_at(
+pub async fn event_at(
     tx: &impl GenericClient,
     position: Position,
 ) -> Result<Option<Uuid>, SagaError> {
@@ -553,7 +551,7 @@ pub(crate) async fn event_at(
 }
 
 /// How many sagas need a human: given-up compensations and parked sagas.
-pub(crate) async fn count_needing_attention(client: &impl GenericClient) -> Result<i64, SagaError> {
+pub async fn count_needing_attention(client: &impl GenericClient) -> Result<i64, SagaError> {
     Ok(client
         .query_one("select count(*) from saga.sagas where attention", &[])
         .await?

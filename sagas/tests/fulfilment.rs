@@ -10,13 +10,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::Harness;
+use common::{wait_for, Harness};
 use domain::fulfilment::{LineStatus, SagaPhase, StepKind};
 use domain::ids::OrderId;
 use domain::order::{OrderCommand, OrderStatus, RejectReason};
 use domain::values::CancelReason;
-use eventstore::{AppendRequest, ExpectedVersion, Metadata, NewEvent};
-use sagas::{Hooks, Injected, Step};
+use eventstore::executor::Executor;
+use eventstore::{AppendRequest, EventStore, ExpectedVersion, Metadata, NewEvent};
+use sagas::{Hooks, Injected, SagaRunner, Step};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_in_stock_and_twenty_orders_of_one_unit_confirm_exactly_five() {
@@ -714,5 +715,40 @@ async fn orders_placed_while_nats_is_down_are_handled_when_it_returns() {
     h.wait_phase(during, SagaPhase::AwaitingPayment).await;
     assert_eq!(h.status(during).await, Some(OrderStatus::Confirmed));
     assert_eq!(h.stock(product).await.reserved(), 3);
+    sagas.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sagas_own_transactions_never_wait_for_its_commands_connections() {
+    let h = Harness::new().await;
+    let user = h.user().await;
+    let product = h.product(5).await;
+    // The runner's commands get one connection, and it is taken (as by a
+    // burst of running commands): its consumer must still record what it
+    // is handed, on connections of its own.
+    let commands = h.env.database_url.pool(1).unwrap();
+    let busy = commands.get().await.unwrap();
+    let runner = SagaRunner::new(
+        Executor::new(EventStore::new(commands.clone())),
+        h.env.database_url.clone(),
+        h.env.jetstream.clone(),
+        h.config(),
+    )
+    .unwrap()
+    .with_clock(h.clock.clone());
+    let sagas = h.start(runner);
+    let order = h.place(user, &[(product, 1)]).await;
+    let view = wait_for(Duration::from_secs(10), || async {
+        h.saga(order).await.filter(|v| !v.pending.is_empty())
+    })
+    .await;
+    assert_eq!(
+        view.phase,
+        SagaPhase::Reserving,
+        "the order's saga is stored, its reservation waiting for a connection"
+    );
+    drop(busy);
+    let view = h.settled(order).await;
+    assert_eq!(view.phase, SagaPhase::AwaitingPayment);
     sagas.stop().await;
 }

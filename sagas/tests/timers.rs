@@ -141,3 +141,106 @@ async fn a_payment_just_before_the_timer_wins_even_unseen() {
     assert_eq!(after.phase, SagaPhase::Paid);
     sagas.stop().await;
 }
+
+/// Sagas awaiting payment, stored with their timers, as the runner would
+/// have left them.
+async fn confirmed_sagas(
+    env: &test_support::TestEnv,
+    machine: &domain::fulfilment::SagaConfig,
+    now: chrono::DateTime<chrono::Utc>,
+    count: usize,
+) -> Vec<domain::ids::OrderId> {
+    use domain::fulfilment::SagaInput;
+    use domain::ids::{OrderId, ProductId};
+    use domain::values::Quantity;
+    use sagas::store::{self, SagaRow};
+    use uuid::Uuid;
+
+    let mut client = env.client().await;
+    let tx = client.transaction().await.unwrap();
+    let mut orders = Vec::new();
+    for _ in 0..count {
+        let order_id = OrderId::new(Uuid::new_v4());
+        let mut saga = SagaRow::new(order_id);
+        let product_id = ProductId::new(Uuid::new_v4());
+        let inputs = [
+            SagaInput::OrderPlaced {
+                order_id,
+                lines: vec![(product_id, Quantity::new(1).unwrap())],
+            },
+            SagaInput::ReservationSucceeded { product_id },
+            SagaInput::CommandSucceeded {
+                command_id: format!("{order_id}:confirm"),
+            },
+        ];
+        for input in &inputs {
+            saga.apply(input, now, machine, 1, None);
+        }
+        assert_eq!(saga.state.phase, SagaPhase::AwaitingPayment);
+        store::save(&tx, &saga, now).await.unwrap();
+        orders.push(order_id);
+    }
+    tx.commit().await.unwrap();
+    orders
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pollers_at_once_never_fire_one_timer_twice() {
+    let env = test_support::TestEnv::new().await;
+    let machine = sagas::RunnerConfig::new(
+        env.stream.clone(),
+        env.prefix.clone(),
+        Duration::from_secs(60),
+    )
+    .machine();
+    // PostgreSQL's resolution, as the runner's clock gives it.
+    let now = chrono::Utc::now().trunc_subsecs(6);
+    let orders = confirmed_sagas(&env, &machine, now, 40).await;
+
+    // Not due yet: nothing fires.
+    let mut client = env.client().await;
+    assert!(
+        sagas::runner::timers::fire_due(&mut client, now, &machine, 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let later = now + chrono::Duration::seconds(61);
+    let pollers: Vec<_> = (0..3)
+        .map(|_| {
+            let pool = env.pool.clone();
+            let machine = machine.clone();
+            tokio::spawn(async move {
+                let mut client = pool.get().await.unwrap();
+                let mut fired = Vec::new();
+                loop {
+                    let round = sagas::runner::timers::fire_due(&mut client, later, &machine, 1)
+                        .await
+                        .unwrap();
+                    if round.is_empty() {
+                        return fired;
+                    }
+                    fired.extend(round);
+                }
+            })
+        })
+        .collect();
+    let mut fired = Vec::new();
+    for poller in pollers {
+        fired.extend(poller.await.unwrap());
+    }
+    let mut fired_orders: Vec<_> = fired.iter().map(|(saga, _)| saga.order_id).collect();
+    fired_orders.sort();
+    let mut expected = orders.clone();
+    expected.sort();
+    assert_eq!(fired_orders, expected, "each timer fired exactly once");
+    // Each firing issued the cancellation, once.
+    assert!(fired.iter().all(|(saga, commands)| commands.len() == 1
+        && commands[0].command_id == format!("{}:cancel:payment_timeout", saga.order_id)));
+    let left: i64 = client
+        .query_one("select count(*) from saga.timers", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}
