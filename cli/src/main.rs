@@ -2,7 +2,6 @@
 //!
 //! - [`config`]: command line and environment (CONTRACT.md section 1).
 //! - [`logging`], [`shutdown`]: process plumbing.
-//! - [`roles`]: several roles in one process, stopped together.
 //! - [`run`]: what each subcommand does; [`events`] the audit query;
 //!   [`ops`] rebuild, check and status.
 //! - [`bench`]: the benchmarks of `ordo bench`.
@@ -12,7 +11,6 @@ mod config;
 mod events;
 mod logging;
 mod ops;
-mod roles;
 mod run;
 mod shutdown;
 

@@ -1,12 +1,9 @@
 //! Graceful shutdown: SIGINT (Ctrl-C) or SIGTERM cancel one token that every
 //! role watches; a second signal, or the deadline, ends the process at once.
 
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-/// How long roles get to finish what they are doing after a signal.
-pub const DEADLINE: Duration = Duration::from_secs(10);
 
 /// A token cancelled on the first SIGINT or SIGTERM. A second signal exits
 /// immediately with status 130.

@@ -112,19 +112,21 @@ pub struct SagaRunner {
 }
 
 impl SagaRunner {
-    /// A runner issuing commands through `executor`, keeping its sagas in the
-    /// database at `url` (the executor's) on connections of its own, leading
-    /// by a lock taken on one more, consuming through `jetstream`.
+    /// A runner issuing commands through `executor`, keeping its sagas on
+    /// `state` (connections of its own, apart from the executor's, so its
+    /// transactions never queue behind running commands), leading by a
+    /// lock taken on a session to `url`, consuming through `jetstream`.
     pub fn new(
         executor: Executor,
+        state: deadpool_postgres::Pool,
         url: DatabaseUrl,
         jetstream: jetstream::Context,
         config: RunnerConfig,
-    ) -> Result<SagaRunner, SagaError> {
-        Ok(SagaRunner {
-            engine: Engine::new(executor, url.pool(STATE_CONNECTIONS)?, jetstream, config),
+    ) -> SagaRunner {
+        SagaRunner {
+            engine: Engine::new(executor, state, jetstream, config),
             url,
-        })
+        }
     }
 
     /// Uses `clock` for every time the runner needs (tests move it by hand).
@@ -181,7 +183,3 @@ impl SagaRunner {
             .await
     }
 }
-
-/// Connections of a runner's own transactions: the consumer's, the
-/// feeder's, the timer poller's, and one to spare.
-const STATE_CONNECTIONS: usize = 4;

@@ -3,12 +3,14 @@
 //! told to stop too, and the report says which one it was.
 
 use std::future::Future;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::shutdown::DEADLINE;
+/// How long roles get to finish what they are doing once told to stop.
+pub const DEADLINE: Duration = Duration::from_secs(10);
 
 /// A set of named role tasks sharing one shutdown token.
 #[derive(Debug)]
@@ -24,6 +26,11 @@ impl Roles {
             tasks: JoinSet::new(),
             shutdown,
         }
+    }
+
+    /// The token every role of the set watches.
+    pub fn shutdown(&self) -> CancellationToken {
+        self.shutdown.clone()
     }
 
     /// Starts a role.

@@ -1,0 +1,306 @@
+//! ordo assembled: every role (HTTP API, relay, projectors, saga
+//! coordinator) built from one [`Settings`], with the PostgreSQL pools each
+//! role uses, their sizes and the names they show the server decided here,
+//! once. `ordo up`, the single-role commands (`ordo api`, `ordo relay`,
+//! `ordo projector`, `ordo saga`) and every test harness build their roles
+//! through [`System`].
+//!
+//! - [`Settings`]: where the servers are, which stream, and the tunables.
+//! - [`System`]: a NATS connection and the role factories.
+//! - [`pools`]: each role's connections, by name and size.
+//! - [`roles`]: roles running side by side in one process, stopped together.
+
+pub mod pools;
+pub mod roles;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use eventstore::executor::Executor;
+use eventstore::nats::{BusError, NatsUrl, StreamName, SubjectPrefix};
+use eventstore::notify::LogListener;
+use eventstore::relay::{Relay, RelayConfig};
+use eventstore::{DatabaseUrl, EventStore, StoreError};
+use projectors::{Projection, Projector, ProjectorConfig};
+use sagas::{RunnerConfig, SagaRunner};
+
+pub use roles::Roles;
+
+/// Where a deployment's servers are, which stream it uses, and how it is
+/// tuned: what every role of it is built from.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The event store and read models (`DATABASE_URL`).
+    pub database_url: DatabaseUrl,
+    /// The JetStream server (`NATS_URL`).
+    pub nats_url: NatsUrl,
+    /// The stream events are published to (`ORDO_STREAM`).
+    pub stream: StreamName,
+    /// First token of every subject (`ORDO_SUBJECT_PREFIX`).
+    pub prefix: SubjectPrefix,
+    /// Confirmed orders unpaid this long are cancelled (`ORDO_PAYMENT_TIMEOUT`).
+    pub payment_timeout: Duration,
+    /// Connections of the API's commands, and as many again for its reads
+    /// (`ORDO_API_CONNECTIONS`).
+    pub api_connections: usize,
+    /// New orders wait while a consumer lags more events than this; 0: never
+    /// (`ORDO_ADMISSION_LAG`).
+    pub admission_lag: u64,
+}
+
+impl Settings {
+    /// The settings of a deployment on these servers and stream, with the
+    /// defaults of the command line for everything else.
+    pub fn new(
+        database_url: DatabaseUrl,
+        nats_url: NatsUrl,
+        stream: StreamName,
+        prefix: SubjectPrefix,
+    ) -> Settings {
+        Settings {
+            database_url,
+            nats_url,
+            stream,
+            prefix,
+            payment_timeout: Duration::from_secs(15 * 60),
+            api_connections: 4,
+            admission_lag: 300,
+        }
+    }
+}
+
+/// What can stop a system from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum SystemError {
+    /// PostgreSQL trouble.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// NATS trouble.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+/// A deployment's roles, built on one NATS connection. Building a role
+/// opens nothing yet: pools connect on first use.
+#[derive(Debug)]
+pub struct System {
+    settings: Settings,
+    nats: async_nats::Client,
+    /// The projectors of one process share a pool.
+    projector_pool: OnceLock<deadpool_postgres::Pool>,
+    /// The relay's wake-up on appends, made when the first relay is.
+    listener: OnceLock<LogListener>,
+}
+
+impl System {
+    /// Checks that PostgreSQL answers (failing with the readable error when
+    /// it does not) and connects to NATS as `client_name`.
+    pub async fn connect(settings: Settings, client_name: &str) -> Result<System, SystemError> {
+        drop(settings.database_url.connect().await?);
+        let nats = eventstore::nats::connect(&settings.nats_url, client_name).await?;
+        Ok(System::with_nats(settings, nats))
+    }
+
+    /// A system on a NATS connection made elsewhere.
+    pub fn with_nats(settings: Settings, nats: async_nats::Client) -> System {
+        System {
+            settings,
+            nats,
+            projector_pool: OnceLock::new(),
+            listener: OnceLock::new(),
+        }
+    }
+
+    /// What the system was built from.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The NATS connection every role shares.
+    pub fn nats(&self) -> &async_nats::Client {
+        &self.nats
+    }
+
+    /// JetStream on that connection.
+    pub fn jetstream(&self) -> jetstream::Context {
+        jetstream::new(self.nats.clone())
+    }
+
+    fn url(&self, name: &str) -> DatabaseUrl {
+        self.settings.database_url.named(name)
+    }
+
+    /// The relay, on connections of its own: its reads then show apart from
+    /// the projectors' writes, and never queue behind them.
+    pub fn relay(&self) -> Result<Relay, StoreError> {
+        self.relay_with(RelayConfig::new(
+            self.settings.stream.clone(),
+            self.settings.prefix.clone(),
+        ))
+    }
+
+    /// The relay with settings of the caller's.
+    pub fn relay_with(&self, config: RelayConfig) -> Result<Relay, StoreError> {
+        let url = self.url(pools::RELAY.name);
+        let store = EventStore::new(url.pool(pools::RELAY.size)?);
+        let listener = self
+            .listener
+            .get_or_init(|| LogListener::spawn(self.url(pools::LISTENER.name)))
+            .clone();
+        Ok(Relay::new(store, url, self.jetstream(), listener, config))
+    }
+
+    /// The default settings of a projector.
+    pub fn projector_config(&self) -> ProjectorConfig {
+        ProjectorConfig::new(self.settings.stream.clone(), self.settings.prefix.clone())
+    }
+
+    /// The projector of `projection`; the projectors of one system share
+    /// their connections.
+    pub fn projector(&self, projection: Projection) -> Result<Projector, StoreError> {
+        self.projector_with(projection, self.projector_config())
+    }
+
+    /// The projector of `projection` with settings of the caller's.
+    pub fn projector_with(
+        &self,
+        projection: Projection,
+        config: ProjectorConfig,
+    ) -> Result<Projector, StoreError> {
+        let url = self.url(pools::PROJECTOR.name);
+        let pool = match self.projector_pool.get() {
+            Some(pool) => pool.clone(),
+            None => {
+                let pool = url.pool(pools::PROJECTOR.size)?;
+                self.projector_pool.get_or_init(|| pool).clone()
+            }
+        };
+        Ok(Projector::new(
+            projection,
+            pool,
+            url,
+            self.jetstream(),
+            config,
+        ))
+    }
+
+    /// The default settings of the saga coordinator.
+    pub fn saga_config(&self) -> RunnerConfig {
+        RunnerConfig::new(
+            self.settings.stream.clone(),
+            self.settings.prefix.clone(),
+            self.settings.payment_timeout,
+        )
+    }
+
+    /// The saga coordinator, on pools of its own: its commands run many at
+    /// once and must not starve the API of connections, and its own
+    /// transactions have a few more, so they never wait behind its commands.
+    /// With `sharing`, its executor shares that one's cache of recent states
+    /// (in one process with the API, the saga then loads the orders the API
+    /// just placed from memory).
+    pub fn saga(&self, sharing: Option<&Executor>) -> Result<SagaRunner, StoreError> {
+        self.saga_with(self.saga_config(), sharing)
+    }
+
+    /// The saga coordinator with settings of the caller's.
+    pub fn saga_with(
+        &self,
+        config: RunnerConfig,
+        sharing: Option<&Executor>,
+    ) -> Result<SagaRunner, StoreError> {
+        let store = EventStore::new(
+            self.url(pools::SAGA_COMMANDS.name)
+                .pool(pools::SAGA_COMMANDS.size)?,
+        );
+        let executor = match sharing {
+            Some(executor) => executor.sharing_cache(store),
+            None => Executor::new(store),
+        };
+        let url = self.url(pools::SAGA.name);
+        Ok(SagaRunner::new(
+            executor,
+            url.pool(pools::SAGA.size)?,
+            url,
+            self.jetstream(),
+            config,
+        ))
+    }
+
+    /// The HTTP API's state: commands and reads on pools of their own, each
+    /// of `api_connections`, and admission by lag as the settings say.
+    pub fn api(&self) -> Result<api::AppState, StoreError> {
+        let size = self.settings.api_connections.max(1);
+        let state = api::AppState::with_pools(
+            self.url(pools::API.name).pool(size)?,
+            self.url(pools::API_READS.name).pool(size)?,
+            self.nats.clone(),
+        );
+        Ok(match self.settings.admission_lag {
+            0 => state,
+            limit => state.with_admission(limit),
+        })
+    }
+
+    /// Starts the relay in `roles`.
+    pub fn start_relay(&self, roles: &mut Roles) -> Result<(), StoreError> {
+        let relay = self.relay()?;
+        let shutdown = roles.shutdown();
+        roles.spawn("relay", async move { Ok(relay.run(shutdown).await?) });
+        Ok(())
+    }
+
+    /// Starts a projector for each of `projections` in `roles`.
+    pub fn start_projectors(
+        &self,
+        roles: &mut Roles,
+        projections: &[Projection],
+    ) -> Result<(), StoreError> {
+        for projection in projections {
+            let projector = self.projector(*projection)?;
+            let shutdown = roles.shutdown();
+            roles.spawn(projection.role(), async move {
+                Ok(projector.run(shutdown).await?)
+            });
+        }
+        Ok(())
+    }
+
+    /// Starts the saga coordinator in `roles` (see [`System::saga`]).
+    pub fn start_saga(&self, roles: &mut Roles, sharing: Option<&Executor>) -> Result<(), StoreError> {
+        let runner = self.saga(sharing)?;
+        let shutdown = roles.shutdown();
+        roles.spawn("saga", async move { Ok(runner.run(shutdown).await?) });
+        Ok(())
+    }
+
+    /// Starts the HTTP API on `listener` in `roles`, with `state`.
+    pub fn start_api(
+        &self,
+        roles: &mut Roles,
+        state: api::AppState,
+        listener: tokio::net::TcpListener,
+    ) {
+        let shutdown = roles.shutdown();
+        roles.spawn("api", async move {
+            Ok(api::serve(listener, state, shutdown).await?)
+        });
+    }
+
+    /// Starts every role in `roles`, as `ordo up` runs them: the relay,
+    /// every projector, the saga coordinator sharing the API's cache of
+    /// recent states, and the API on `listener`.
+    pub fn start_all(
+        &self,
+        roles: &mut Roles,
+        listener: tokio::net::TcpListener,
+    ) -> Result<api::AppState, StoreError> {
+        self.start_relay(roles)?;
+        self.start_projectors(roles, &Projection::ALL)?;
+        let state = self.api()?;
+        self.start_saga(roles, Some(&state.executor))?;
+        self.start_api(roles, state.clone(), listener);
+        Ok(state)
+    }
+}

@@ -1,0 +1,58 @@
+//! Each role's PostgreSQL connections: the name the server shows for them
+//! (`application_name`, so `pg_stat_activity` tells who holds what) and how
+//! many a process opens at most. Pools connect on first use.
+
+/// A role's pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSpec {
+    /// What the server calls these connections.
+    pub name: &'static str,
+    /// Most connections open at once (roles sized by a setting say 0 here).
+    pub size: usize,
+}
+
+/// The API's commands; sized by `ORDO_API_CONNECTIONS`. Few on purpose:
+/// a command waits for one rather than admit orders faster than the saga
+/// and projectors follow on saturated CPUs.
+pub const API: PoolSpec = PoolSpec {
+    name: "ordo-api",
+    size: 0,
+};
+
+/// The API's reads (read models, the log, `/projections`), as many again
+/// as its commands, so that reads never queue behind commands.
+pub const API_READS: PoolSpec = PoolSpec {
+    name: "ordo-api-reads",
+    size: 0,
+};
+
+/// The relay's log reads and checkpoints.
+pub const RELAY: PoolSpec = PoolSpec {
+    name: "ordo-relay",
+    size: 8,
+};
+
+/// One session LISTENing for appends, waking the relay.
+pub const LISTENER: PoolSpec = PoolSpec {
+    name: "ordo-listener",
+    size: 1,
+};
+
+/// Every projector of a process, together.
+pub const PROJECTOR: PoolSpec = PoolSpec {
+    name: "ordo-projector",
+    size: 32,
+};
+
+/// The saga coordinator's own transactions: the consumer's, the feeder's,
+/// the timer poller's, and one to spare.
+pub const SAGA: PoolSpec = PoolSpec {
+    name: "ordo-saga",
+    size: 4,
+};
+
+/// The commands the saga coordinator runs, many at once.
+pub const SAGA_COMMANDS: PoolSpec = PoolSpec {
+    name: "ordo-saga-commands",
+    size: 24,
+};
