@@ -172,21 +172,44 @@ impl SagaCommand {
     }
 }
 
-/// Command id of a per-line step: `<order>:<step>:<line index>`.
-pub(super) fn line_command_id(order_id: OrderId, step: &str, index: usize) -> String {
-    format!("{order_id}:{step}:{index}")
+// Command ids, every format written once. The event store absorbs a command
+// whose id it has already seen, so an id names one logical step of one order
+// and the same step always gets the same id, however often it is issued.
+
+/// `<order>:reserve:<line>`: reserve the stock of line `index`.
+pub(super) fn reserve_id(order_id: OrderId, index: usize) -> String {
+    line_step_id(order_id, "reserve", index)
 }
 
+/// `<order>:release:<line>`: give back the stock held for line `index`.
+pub(super) fn release_id(order_id: OrderId, index: usize) -> String {
+    line_step_id(order_id, "release", index)
+}
+
+/// `<order>:ship:<line>`: ship the stock held for line `index`.
+pub(super) fn ship_id(order_id: OrderId, index: usize) -> String {
+    line_step_id(order_id, "ship", index)
+}
+
+/// `<order>:confirm`.
 pub(super) fn confirm_id(order_id: OrderId) -> String {
     format!("{order_id}:confirm")
 }
 
+/// `<order>:reject`.
 pub(super) fn reject_id(order_id: OrderId) -> String {
     format!("{order_id}:reject")
 }
 
+/// `<order>:cancel:payment_timeout`: the only cancellation the saga issues.
 pub(super) fn cancel_id(order_id: OrderId) -> String {
     format!("{order_id}:cancel:{}", CancelReason::PAYMENT_TIMEOUT)
+}
+
+/// A per-line step's id: `<order>:<step>:<line index>`, the index being the
+/// line's place in the order as placed.
+fn line_step_id(order_id: OrderId, step: &str, index: usize) -> String {
+    format!("{order_id}:{step}:{index}")
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::command::{cancel_id, confirm_id, line_command_id, reject_id};
+use super::command::{cancel_id, confirm_id, reject_id, release_id, reserve_id, ship_id};
 use super::{
     LineStatus, PendingCommand, SagaAction, SagaCommand, SagaCommandKind, SagaConfig, SagaInput,
     SagaLine, SagaPhase, SagaState, SagaStep, StepKind,
@@ -115,7 +115,7 @@ impl Run<'_> {
         for i in 0..self.s.lines.len() {
             let line = &self.s.lines[i];
             let command = SagaCommand {
-                command_id: line_command_id(order_id, "reserve", i),
+                command_id: reserve_id(order_id, i),
                 kind: SagaCommandKind::ReserveStock {
                     product_id: line.product_id,
                     order_id,
@@ -130,7 +130,7 @@ impl Run<'_> {
     /// A line's stock is held: by a reply, an observed `StockReserved`, or
     /// the reserve command's success.
     fn on_reserved(&mut self, order_id: OrderId, i: usize, via: &str) {
-        let id = line_command_id(order_id, "reserve", i);
+        let id = reserve_id(order_id, i);
         let unsettled = matches!(
             self.s.lines[i].status,
             LineStatus::Pending | LineStatus::Refused { .. }
@@ -172,7 +172,7 @@ impl Run<'_> {
         if self.s.phase != SagaPhase::Reserving || self.s.lines[i].status != LineStatus::Pending {
             return;
         }
-        let id = line_command_id(order_id, "reserve", i);
+        let id = reserve_id(order_id, i);
         self.take_pending(&id);
         self.s.lines[i].status = LineStatus::Refused {
             reason: refusal.reason,
@@ -377,7 +377,7 @@ impl Run<'_> {
             if self.s.lines[i].status == LineStatus::Reserved {
                 let product_id = self.s.lines[i].product_id;
                 self.issue(SagaCommand {
-                    command_id: line_command_id(order_id, "ship", i),
+                    command_id: ship_id(order_id, i),
                     kind: SagaCommandKind::ShipStock {
                         product_id,
                         order_id,
@@ -399,7 +399,7 @@ impl Run<'_> {
             return;
         }
         self.s.lines[i].status = LineStatus::Released;
-        self.complete_or_observe(&line_command_id(order_id, "release", i), via);
+        self.complete_or_observe(&release_id(order_id, i), via);
     }
 
     fn on_stock_shipped(&mut self, order_id: OrderId, i: usize, via: &str) {
@@ -407,7 +407,7 @@ impl Run<'_> {
             return;
         }
         self.s.lines[i].status = LineStatus::Shipped;
-        self.complete_or_observe(&line_command_id(order_id, "ship", i), via);
+        self.complete_or_observe(&ship_id(order_id, i), via);
     }
 
     fn on_timer_fired(&mut self, order_id: OrderId) {
@@ -459,7 +459,7 @@ impl Run<'_> {
     fn issue_release(&mut self, order_id: OrderId, i: usize) {
         let product_id = self.s.lines[i].product_id;
         self.issue(SagaCommand {
-            command_id: line_command_id(order_id, "release", i),
+            command_id: release_id(order_id, i),
             kind: SagaCommandKind::ReleaseStock {
                 product_id,
                 order_id,
