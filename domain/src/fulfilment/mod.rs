@@ -37,7 +37,11 @@
 //! - `input`: [`SagaInput`], what the saga reacts to, and [`SagaAction`],
 //!   what it asks of the runner.
 //! - `transitions`: [`handle`], the state machine itself.
+//! - `ahead`: [`confirmation_ahead`], the confirmation that reservations
+//!   issued together lead to, for the runner to run before their outcomes
+//!   are recorded.
 
+mod ahead;
 mod command;
 mod config;
 mod history;
@@ -48,6 +52,7 @@ mod transitions;
 #[cfg(test)]
 mod testing;
 
+pub use ahead::confirmation_ahead;
 pub use command::{DomainCommand, SagaCommand, SagaCommandKind};
 pub use config::SagaConfig;
 pub use history::{SagaStep, StepKind};
