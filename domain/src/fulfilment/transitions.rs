@@ -1,494 +1,16 @@
-//! The order-fulfilment saga's decisions, as a pure state machine.
-//!
-//! The saga runner (crate `sagas`) feeds [`handle`] what it observes — order
-//! and stock events, the outcomes of the commands it ran, timer expiries —
-//! and carries out the [`SagaAction`]s it gets back. Everything that needs
-//! I/O, clocks or retries with back-off stays in the runner; everything that
-//! needs judgement is here, where it can be tested step by step.
-//!
-//! The course of one order:
-//!
-//! 1. `OrderPlaced` → reserve stock for every line at once.
-//! 2. When every line has a definitive reply: all reserved → confirm the
-//!    order; any refused → release every line that holds stock and reject the
-//!    order with the first refusal's reason. Releases and the rejection are
-//!    issued *together* (releases first): the rejection does not depend on
-//!    the releases, and waiting for them would leave the order pending (the
-//!    contract's invariant 3) for as long as a release keeps failing.
-//! 3. Confirmed → set the payment timer. It fires while unpaid → cancel the
-//!    order (`payment_timeout`). Paid → clear the timer.
-//! 4. Cancelled before shipping (customer or timeout) → release every line.
-//! 5. Shipped → ship every line's reservation; done when all are shipped.
-//!
-//! Idempotence: each logical step has a deterministic command id
-//! (`<order>:reserve:<line>`, `<order>:release:<line>`, `<order>:ship:<line>`,
-//! `<order>:confirm`, `<order>:reject`, `<order>:cancel:payment_timeout`), which
-//! the event store uses to absorb re-issued commands. Duplicate or late inputs
-//! of any kind produce no actions and leave the state as it was.
+//! The transitions: [`handle`] decides, for one input, the saga's next state
+//! and the actions the runner must carry out.
 
-use chrono::{DateTime, Duration, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::{DateTime, Utc};
 
+use super::command::{cancel_id, confirm_id, reject_id, release_id, reserve_id, ship_id};
+use super::{
+    LineStatus, PendingCommand, SagaAction, SagaCommand, SagaCommandKind, SagaConfig, SagaInput,
+    SagaLine, SagaPhase, SagaState, SagaStep, StepKind,
+};
 use crate::ids::{OrderId, ProductId};
-use crate::order::{OrderCommand, RejectDetails, RejectReason, Rejection};
-use crate::product::ProductCommand;
+use crate::order::{RejectDetails, Rejection};
 use crate::values::{CancelReason, Quantity};
-
-/// Tunables of the saga; they come from configuration, not from here.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SagaConfig {
-    /// How long a confirmed order may stay unpaid (`ORDO_PAYMENT_TIMEOUT`).
-    pub payment_timeout: Duration,
-    /// How many times a compensation (a release) is tried before the saga
-    /// gives up and asks for a human (`NeedsAttention`). At least 1.
-    pub max_compensation_attempts: u32,
-}
-
-impl Default for SagaConfig {
-    fn default() -> Self {
-        Self {
-            payment_timeout: Duration::minutes(15),
-            max_compensation_attempts: 5,
-        }
-    }
-}
-
-/// Where the saga is.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SagaPhase {
-    /// No `OrderPlaced` seen yet.
-    #[default]
-    NotStarted,
-    /// Waiting for every line's reservation reply.
-    Reserving,
-    /// Releasing stock after a refusal or a cancellation.
-    Compensating,
-    /// Every line reserved; the confirmation is issued.
-    Confirming,
-    /// Confirmed; the payment timer runs.
-    AwaitingPayment,
-    /// Paid; waiting for shipping.
-    Paid,
-    /// Shipped; the reservations are being shipped.
-    Shipping,
-    /// Every line shipped. Final.
-    Completed,
-    /// Rejected and compensated. Final.
-    Rejected,
-    /// Cancelled and compensated. Final.
-    Cancelled,
-    /// A compensation kept failing; a human must look (see the history).
-    NeedsAttention,
-}
-
-impl SagaPhase {
-    /// The snake_case name, as serialised.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SagaPhase::NotStarted => "not_started",
-            SagaPhase::Reserving => "reserving",
-            SagaPhase::Compensating => "compensating",
-            SagaPhase::Confirming => "confirming",
-            SagaPhase::AwaitingPayment => "awaiting_payment",
-            SagaPhase::Paid => "paid",
-            SagaPhase::Shipping => "shipping",
-            SagaPhase::Completed => "completed",
-            SagaPhase::Rejected => "rejected",
-            SagaPhase::Cancelled => "cancelled",
-            SagaPhase::NeedsAttention => "needs_attention",
-        }
-    }
-}
-
-/// Where one order line's stock is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum LineStatus {
-    /// Reservation issued, no reply yet.
-    Pending,
-    /// Stock held for the order.
-    Reserved,
-    /// The product refused the reservation.
-    Refused {
-        /// Why.
-        reason: RejectReason,
-    },
-    /// The reservation was given back.
-    Released,
-    /// The reserved units were shipped.
-    Shipped,
-}
-
-/// One order line as the saga tracks it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SagaLine {
-    /// The product.
-    pub product_id: ProductId,
-    /// Units ordered.
-    pub quantity: Quantity,
-    /// Where its stock is.
-    pub status: LineStatus,
-}
-
-/// A command the saga wants run, with the id that makes re-running it safe.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SagaCommand {
-    /// Deterministic per logical step; the same step always has the same id.
-    pub command_id: String,
-    /// What to do.
-    pub kind: SagaCommandKind,
-}
-
-/// What a saga command does.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum SagaCommandKind {
-    /// Reserve a line's stock.
-    ReserveStock {
-        /// The product.
-        product_id: ProductId,
-        /// The order.
-        order_id: OrderId,
-        /// Units.
-        quantity: Quantity,
-    },
-    /// Release a line's reservation (a compensation).
-    ReleaseStock {
-        /// The product.
-        product_id: ProductId,
-        /// The order.
-        order_id: OrderId,
-    },
-    /// Ship a line's reservation.
-    ShipStock {
-        /// The product.
-        product_id: ProductId,
-        /// The order.
-        order_id: OrderId,
-    },
-    /// Confirm the order.
-    ConfirmOrder {
-        /// The order.
-        order_id: OrderId,
-    },
-    /// Reject the order.
-    RejectOrder {
-        /// The order.
-        order_id: OrderId,
-        /// The first refusal's reason.
-        reason: RejectReason,
-        /// The first refusal's line.
-        details: RejectDetails,
-    },
-    /// Cancel the unpaid order.
-    CancelOrder {
-        /// The order.
-        order_id: OrderId,
-        /// Always `payment_timeout`.
-        reason: CancelReason,
-    },
-}
-
-impl SagaCommandKind {
-    /// What the command does, in a few words, for the history.
-    pub fn describe(&self) -> String {
-        match self {
-            SagaCommandKind::ReserveStock {
-                product_id,
-                quantity,
-                ..
-            } => format!("reserve {quantity} of product {product_id}"),
-            SagaCommandKind::ReleaseStock { product_id, .. } => {
-                format!("release the stock held on product {product_id}")
-            }
-            SagaCommandKind::ShipStock { product_id, .. } => {
-                format!("ship the stock held on product {product_id}")
-            }
-            SagaCommandKind::ConfirmOrder { .. } => "confirm the order".to_owned(),
-            SagaCommandKind::RejectOrder { reason, .. } => format!("reject the order: {reason}"),
-            SagaCommandKind::CancelOrder { reason, .. } => format!("cancel the order: {reason}"),
-        }
-    }
-}
-
-/// A saga command as a command on one aggregate, for the runner to execute.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DomainCommand {
-    /// Run `command` on product `product_id`.
-    Product {
-        /// The target product.
-        product_id: ProductId,
-        /// The command.
-        command: ProductCommand,
-    },
-    /// Run `command` on order `order_id`.
-    Order {
-        /// The target order.
-        order_id: OrderId,
-        /// The command.
-        command: OrderCommand,
-    },
-}
-
-impl SagaCommand {
-    /// True for compensations (releases), which are retried a bounded number
-    /// of times; forward steps are retried until they succeed.
-    pub fn is_compensation(&self) -> bool {
-        matches!(self.kind, SagaCommandKind::ReleaseStock { .. })
-    }
-
-    /// The aggregate command to run.
-    pub fn to_domain(&self) -> DomainCommand {
-        match &self.kind {
-            SagaCommandKind::ReserveStock {
-                product_id,
-                order_id,
-                quantity,
-            } => DomainCommand::Product {
-                product_id: *product_id,
-                command: ProductCommand::ReserveStock {
-                    order_id: *order_id,
-                    quantity: *quantity,
-                },
-            },
-            SagaCommandKind::ReleaseStock {
-                product_id,
-                order_id,
-            } => DomainCommand::Product {
-                product_id: *product_id,
-                command: ProductCommand::ReleaseStock {
-                    order_id: *order_id,
-                },
-            },
-            SagaCommandKind::ShipStock {
-                product_id,
-                order_id,
-            } => DomainCommand::Product {
-                product_id: *product_id,
-                command: ProductCommand::ShipStock {
-                    order_id: *order_id,
-                },
-            },
-            SagaCommandKind::ConfirmOrder { order_id } => DomainCommand::Order {
-                order_id: *order_id,
-                command: OrderCommand::Confirm,
-            },
-            SagaCommandKind::RejectOrder {
-                order_id,
-                reason,
-                details,
-            } => DomainCommand::Order {
-                order_id: *order_id,
-                command: OrderCommand::Reject {
-                    reason: *reason,
-                    details: details.clone(),
-                },
-            },
-            SagaCommandKind::CancelOrder { order_id, reason } => DomainCommand::Order {
-                order_id: *order_id,
-                command: OrderCommand::Cancel {
-                    reason: reason.clone(),
-                },
-            },
-        }
-    }
-}
-
-/// A command issued and not yet answered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingCommand {
-    /// The command, to re-issue after a restart.
-    pub command: SagaCommand,
-    /// How many times it has been issued (1 after the first issue).
-    pub attempts: u32,
-    /// When it was last issued.
-    pub issued_at: DateTime<Utc>,
-}
-
-/// What kind of thing a history entry records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StepKind {
-    /// The saga started for a placed order.
-    Started,
-    /// A command was issued.
-    Issued,
-    /// A command succeeded (by its reply or by observing its event).
-    Succeeded,
-    /// A reservation was refused.
-    Refused,
-    /// A command failed transiently.
-    Failed,
-    /// A failed command was issued again.
-    Retried,
-    /// An event changed the saga without answering one of its commands.
-    Observed,
-    /// The payment timer was set.
-    TimerSet,
-    /// The payment timer was cleared.
-    TimerCleared,
-    /// The payment timer fired.
-    TimerFired,
-    /// The phase changed; `detail` names the new phase.
-    PhaseChanged,
-    /// A compensation was given up on.
-    GaveUp,
-}
-
-/// One entry of the saga's history, shown by `GET /sagas/{order_id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SagaStep {
-    /// When it happened (the `now` of the input).
-    pub at: DateTime<Utc>,
-    /// What happened.
-    pub kind: StepKind,
-    /// The command concerned, if any.
-    pub command_id: Option<String>,
-    /// True for compensating steps (releases).
-    pub compensation: bool,
-    /// A human-readable description.
-    pub detail: String,
-}
-
-/// The saga's state for one order. `Default` is "not started".
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SagaState {
-    /// The order, once `OrderPlaced` was seen.
-    pub order_id: Option<OrderId>,
-    /// Where the saga is.
-    pub phase: SagaPhase,
-    /// The order's lines, in order (the line index is part of command ids).
-    pub lines: Vec<SagaLine>,
-    /// When the payment timer is due, while it runs.
-    pub payment_due_at: Option<DateTime<Utc>>,
-    /// Commands issued and not yet answered, in issue order.
-    pub pending: Vec<PendingCommand>,
-    /// The first refusal, which becomes the rejection.
-    pub rejection: Option<Rejection>,
-    /// Why the order was cancelled, once it was.
-    pub cancel_reason: Option<CancelReason>,
-    /// Everything the saga did and saw, oldest first. (The saga runner moves
-    /// new steps out of the state as they come and stores them apart, so a
-    /// stored state carries none.)
-    #[serde(default)]
-    pub history: Vec<SagaStep>,
-}
-
-impl SagaState {
-    /// Commands issued and not yet answered, in issue order: what a restarted
-    /// runner must issue again.
-    pub fn pending_commands(&self) -> Vec<SagaCommand> {
-        self.pending.iter().map(|p| p.command.clone()).collect()
-    }
-
-    /// True once the saga has reached a final phase with nothing outstanding.
-    pub fn is_finished(&self) -> bool {
-        matches!(
-            self.phase,
-            SagaPhase::Completed | SagaPhase::Rejected | SagaPhase::Cancelled
-        ) && self.pending.is_empty()
-    }
-
-    /// True when a compensation was given up on.
-    pub fn needs_attention(&self) -> bool {
-        self.phase == SagaPhase::NeedsAttention
-    }
-
-    /// The status of the line for `product_id`, if the order has one.
-    pub fn line_status(&self, product_id: ProductId) -> Option<LineStatus> {
-        self.lines
-            .iter()
-            .find(|l| l.product_id == product_id)
-            .map(|l| l.status)
-    }
-}
-
-/// Something the saga reacts to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum SagaInput {
-    /// The order was placed (starts the saga).
-    OrderPlaced {
-        /// The order.
-        order_id: OrderId,
-        /// Its lines, in order.
-        lines: Vec<(ProductId, Quantity)>,
-    },
-    /// A `ReserveStock` command succeeded.
-    ReservationSucceeded {
-        /// The line's product.
-        product_id: ProductId,
-    },
-    /// A `ReserveStock` command was refused by the product.
-    ReservationRefused {
-        /// The line's product.
-        product_id: ProductId,
-        /// Why.
-        reason: RejectReason,
-        /// Units asked for.
-        requested: u32,
-        /// Units available.
-        available: u32,
-    },
-    /// A command succeeded.
-    CommandSucceeded {
-        /// Its id.
-        command_id: String,
-    },
-    /// A command failed transiently, after the runner's own retries.
-    CommandFailed {
-        /// Its id.
-        command_id: String,
-        /// What went wrong, for the history.
-        error: String,
-    },
-    /// `OrderConfirmed` was observed.
-    OrderConfirmed,
-    /// `OrderRejected` was observed.
-    OrderRejected,
-    /// `OrderPaid` was observed.
-    OrderPaid,
-    /// `OrderCancelled` was observed.
-    OrderCancelled {
-        /// Its reason.
-        reason: CancelReason,
-    },
-    /// `OrderShipped` was observed.
-    OrderShipped,
-    /// `StockReserved` for this order was observed.
-    StockReserved {
-        /// The product.
-        product_id: ProductId,
-    },
-    /// `StockReleased` for this order was observed.
-    StockReleased {
-        /// The product.
-        product_id: ProductId,
-    },
-    /// `StockShipped` for this order was observed.
-    StockShipped {
-        /// The product.
-        product_id: ProductId,
-    },
-    /// The payment timer fired.
-    PaymentTimerFired,
-}
-
-/// What the runner must do.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum SagaAction {
-    /// Run a command (again, if its id was issued before).
-    Issue(SagaCommand),
-    /// (Re)arm the payment timer to fire at `due_at`.
-    SetPaymentTimer {
-        /// When it fires.
-        due_at: DateTime<Utc>,
-    },
-    /// Disarm the payment timer.
-    ClearPaymentTimer,
-}
 
 /// Decides the saga's next state and actions for one input.
 ///
@@ -509,23 +31,6 @@ pub fn handle(
     run.apply(input);
     run.settle();
     (run.s, run.actions)
-}
-
-/// Command id of a per-line step: `<order>:<step>:<line index>`.
-fn line_command_id(order_id: OrderId, step: &str, index: usize) -> String {
-    format!("{order_id}:{step}:{index}")
-}
-
-fn confirm_id(order_id: OrderId) -> String {
-    format!("{order_id}:confirm")
-}
-
-fn reject_id(order_id: OrderId) -> String {
-    format!("{order_id}:reject")
-}
-
-fn cancel_id(order_id: OrderId) -> String {
-    format!("{order_id}:cancel:{}", CancelReason::PAYMENT_TIMEOUT)
 }
 
 /// One call of [`handle`]: the state being changed and the actions so far.
@@ -610,7 +115,7 @@ impl Run<'_> {
         for i in 0..self.s.lines.len() {
             let line = &self.s.lines[i];
             let command = SagaCommand {
-                command_id: line_command_id(order_id, "reserve", i),
+                command_id: reserve_id(order_id, i),
                 kind: SagaCommandKind::ReserveStock {
                     product_id: line.product_id,
                     order_id,
@@ -625,7 +130,7 @@ impl Run<'_> {
     /// A line's stock is held: by a reply, an observed `StockReserved`, or
     /// the reserve command's success.
     fn on_reserved(&mut self, order_id: OrderId, i: usize, via: &str) {
-        let id = line_command_id(order_id, "reserve", i);
+        let id = reserve_id(order_id, i);
         let unsettled = matches!(
             self.s.lines[i].status,
             LineStatus::Pending | LineStatus::Refused { .. }
@@ -667,7 +172,7 @@ impl Run<'_> {
         if self.s.phase != SagaPhase::Reserving || self.s.lines[i].status != LineStatus::Pending {
             return;
         }
-        let id = line_command_id(order_id, "reserve", i);
+        let id = reserve_id(order_id, i);
         self.take_pending(&id);
         self.s.lines[i].status = LineStatus::Refused {
             reason: refusal.reason,
@@ -872,7 +377,7 @@ impl Run<'_> {
             if self.s.lines[i].status == LineStatus::Reserved {
                 let product_id = self.s.lines[i].product_id;
                 self.issue(SagaCommand {
-                    command_id: line_command_id(order_id, "ship", i),
+                    command_id: ship_id(order_id, i),
                     kind: SagaCommandKind::ShipStock {
                         product_id,
                         order_id,
@@ -894,7 +399,7 @@ impl Run<'_> {
             return;
         }
         self.s.lines[i].status = LineStatus::Released;
-        self.complete_or_observe(&line_command_id(order_id, "release", i), via);
+        self.complete_or_observe(&release_id(order_id, i), via);
     }
 
     fn on_stock_shipped(&mut self, order_id: OrderId, i: usize, via: &str) {
@@ -902,7 +407,7 @@ impl Run<'_> {
             return;
         }
         self.s.lines[i].status = LineStatus::Shipped;
-        self.complete_or_observe(&line_command_id(order_id, "ship", i), via);
+        self.complete_or_observe(&ship_id(order_id, i), via);
     }
 
     fn on_timer_fired(&mut self, order_id: OrderId) {
@@ -954,7 +459,7 @@ impl Run<'_> {
     fn issue_release(&mut self, order_id: OrderId, i: usize) {
         let product_id = self.s.lines[i].product_id;
         self.issue(SagaCommand {
-            command_id: line_command_id(order_id, "release", i),
+            command_id: release_id(order_id, i),
             kind: SagaCommandKind::ReleaseStock {
                 product_id,
                 order_id,
@@ -1064,165 +569,11 @@ impl Run<'_> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use super::*;
-    use chrono::TimeZone;
-    use uuid::Uuid;
-
-    fn oid() -> OrderId {
-        OrderId::new(Uuid::from_u128(0xA1))
-    }
-    fn pid(n: u128) -> ProductId {
-        ProductId::new(Uuid::from_u128(0xC0 + n))
-    }
-    fn q(n: u32) -> Quantity {
-        Quantity::new(n).unwrap()
-    }
-    fn t0() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap()
-    }
-    fn cfg() -> SagaConfig {
-        SagaConfig {
-            payment_timeout: Duration::minutes(15),
-            max_compensation_attempts: 3,
-        }
-    }
-    fn id(suffix: &str) -> String {
-        format!("{}:{suffix}", oid())
-    }
-    fn placed(lines: u128) -> SagaInput {
-        SagaInput::OrderPlaced {
-            order_id: oid(),
-            lines: (0..lines).map(|n| (pid(n), q(2))).collect(),
-        }
-    }
-    fn ok(suffix: &str) -> SagaInput {
-        SagaInput::CommandSucceeded {
-            command_id: id(suffix),
-        }
-    }
-    fn failed(suffix: &str) -> SagaInput {
-        SagaInput::CommandFailed {
-            command_id: id(suffix),
-            error: "connection reset".into(),
-        }
-    }
-    fn reserved(n: u128) -> SagaInput {
-        SagaInput::ReservationSucceeded { product_id: pid(n) }
-    }
-    fn refused(n: u128) -> SagaInput {
-        SagaInput::ReservationRefused {
-            product_id: pid(n),
-            reason: RejectReason::InsufficientStock,
-            requested: 2,
-            available: 1,
-        }
-    }
-    fn reserve(n: usize) -> SagaAction {
-        SagaAction::Issue(SagaCommand {
-            command_id: id(&format!("reserve:{n}")),
-            kind: SagaCommandKind::ReserveStock {
-                product_id: pid(n as u128),
-                order_id: oid(),
-                quantity: q(2),
-            },
-        })
-    }
-    fn release(n: usize) -> SagaAction {
-        SagaAction::Issue(SagaCommand {
-            command_id: id(&format!("release:{n}")),
-            kind: SagaCommandKind::ReleaseStock {
-                product_id: pid(n as u128),
-                order_id: oid(),
-            },
-        })
-    }
-    fn ship(n: usize) -> SagaAction {
-        SagaAction::Issue(SagaCommand {
-            command_id: id(&format!("ship:{n}")),
-            kind: SagaCommandKind::ShipStock {
-                product_id: pid(n as u128),
-                order_id: oid(),
-            },
-        })
-    }
-    fn confirm() -> SagaAction {
-        SagaAction::Issue(SagaCommand {
-            command_id: id("confirm"),
-            kind: SagaCommandKind::ConfirmOrder { order_id: oid() },
-        })
-    }
-    fn reject(n: u128) -> SagaAction {
-        SagaAction::Issue(SagaCommand {
-            command_id: id("reject"),
-            kind: SagaCommandKind::RejectOrder {
-                order_id: oid(),
-                reason: RejectReason::InsufficientStock,
-                details: RejectDetails {
-                    product_id: Some(pid(n)),
-                    requested: Some(2),
-                    available: Some(1),
-                },
-            },
-        })
-    }
-    fn cancel() -> SagaAction {
-        SagaAction::Issue(SagaCommand {
-            command_id: id("cancel:payment_timeout"),
-            kind: SagaCommandKind::CancelOrder {
-                order_id: oid(),
-                reason: CancelReason::payment_timeout(),
-            },
-        })
-    }
-    fn timer_at(minutes: i64) -> SagaAction {
-        SagaAction::SetPaymentTimer {
-            due_at: t0() + Duration::minutes(minutes),
-        }
-    }
-
-    /// Drives a saga through inputs, all at `t0` unless a step says otherwise.
-    struct Saga {
-        state: SagaState,
-        now: DateTime<Utc>,
-    }
-
-    impl Saga {
-        fn new() -> Self {
-            Saga {
-                state: SagaState::default(),
-                now: t0(),
-            }
-        }
-        fn at(mut self, minutes: i64) -> Self {
-            self.now = t0() + Duration::minutes(minutes);
-            self
-        }
-        /// Feeds an input and returns the actions.
-        fn on(&mut self, input: SagaInput) -> Vec<SagaAction> {
-            let (state, actions) = handle(self.state.clone(), input, self.now, &cfg());
-            self.state = state;
-            actions
-        }
-        /// Feeds inputs whose actions do not matter to the test.
-        fn after(mut self, inputs: impl IntoIterator<Item = SagaInput>) -> Self {
-            for input in inputs {
-                self.on(input);
-            }
-            self
-        }
-        /// Asserts the input changes nothing at all: no actions, same state.
-        #[track_caller]
-        fn ignores(&mut self, input: SagaInput) {
-            let before = self.state.clone();
-            assert_eq!(self.on(input.clone()), vec![], "{input:?} produced actions");
-            assert_eq!(self.state, before, "{input:?} changed the state");
-        }
-    }
-
-    /// A two-line order, confirmed, with its payment timer running.
-    fn confirmed() -> Saga {
-        Saga::new().after([placed(2), reserved(0), reserved(1), ok("confirm")])
-    }
+    use crate::fulfilment::testing::*;
+    use crate::fulfilment::*;
+    use crate::order::RejectReason;
+    use crate::values::CancelReason;
+    use chrono::Duration;
 
     #[test]
     fn order_placed_reserves_every_line_at_once() {
@@ -1508,105 +859,6 @@ mod tests {
         assert_eq!(saga.on(failed("confirm")), vec![confirm()]);
     }
 
-    #[test]
-    fn pending_commands_are_what_a_restarted_runner_reissues() {
-        let saga = Saga::new().after([placed(3), reserved(1)]);
-        let ids: Vec<_> = saga
-            .state
-            .pending_commands()
-            .into_iter()
-            .map(|c| c.command_id)
-            .collect();
-        assert_eq!(ids, vec![id("reserve:0"), id("reserve:2")]);
-    }
-
-    /// The full happy path plus a rejected and a timed-out order.
-    fn scenarios() -> Vec<Vec<SagaInput>> {
-        vec![
-            vec![
-                placed(2),
-                reserved(0),
-                reserved(1),
-                SagaInput::OrderConfirmed,
-                SagaInput::OrderPaid,
-                SagaInput::OrderShipped,
-                ok("ship:0"),
-                ok("ship:1"),
-            ],
-            vec![
-                placed(3),
-                reserved(0),
-                refused(1),
-                reserved(2),
-                ok("release:0"),
-                ok("release:2"),
-                ok("reject"),
-            ],
-            vec![
-                placed(2),
-                reserved(0),
-                reserved(1),
-                ok("confirm"),
-                SagaInput::PaymentTimerFired,
-                ok("cancel:payment_timeout"),
-                ok("release:0"),
-                ok("release:1"),
-            ],
-        ]
-    }
-
-    fn run(inputs: &[SagaInput], twice: bool) -> (SagaState, Vec<SagaAction>) {
-        let mut state = SagaState::default();
-        let mut all = Vec::new();
-        for (n, input) in inputs.iter().enumerate() {
-            // 20 minutes apart, so a timer input comes after the 15-minute timeout.
-            let now = t0() + Duration::minutes(n as i64 * 20);
-            let repeats = if twice { 2 } else { 1 };
-            for _ in 0..repeats {
-                let (next, actions) = handle(state, input.clone(), now, &cfg());
-                state = next;
-                all.extend(actions);
-            }
-        }
-        (state, all)
-    }
-
-    #[test]
-    fn command_ids_are_deterministic_across_runs() {
-        for inputs in scenarios() {
-            let (_, first) = run(&inputs, false);
-            let (_, second) = run(&inputs, false);
-            assert_eq!(first, second);
-            for action in first {
-                if let SagaAction::Issue(c) = action {
-                    let suffix = c.command_id.strip_prefix(&format!("{}:", oid())).unwrap();
-                    let expected = match &c.kind {
-                        SagaCommandKind::ConfirmOrder { .. } => "confirm".to_owned(),
-                        SagaCommandKind::RejectOrder { .. } => "reject".to_owned(),
-                        SagaCommandKind::CancelOrder { .. } => "cancel:payment_timeout".to_owned(),
-                        SagaCommandKind::ReserveStock { product_id, .. }
-                        | SagaCommandKind::ReleaseStock { product_id, .. }
-                        | SagaCommandKind::ShipStock { product_id, .. } => {
-                            let step = suffix.split(':').next().unwrap();
-                            let line = inputs_line(&inputs, *product_id);
-                            format!("{step}:{line}")
-                        }
-                    };
-                    assert_eq!(suffix, expected);
-                }
-            }
-        }
-    }
-
-    fn inputs_line(inputs: &[SagaInput], product_id: ProductId) -> usize {
-        match &inputs[0] {
-            SagaInput::OrderPlaced { lines, .. } => {
-                lines.iter().position(|(p, _)| *p == product_id).unwrap()
-            }
-            _ => unreachable!(),
-        }
-    }
-
     /// omicron-style: every input delivered twice gives the same actions and
     /// final phase as delivering it once.
     #[test]
@@ -1618,70 +870,5 @@ mod tests {
             assert_eq!(once_state, twice_state);
             assert!(once_state.is_finished(), "{:?}", once_state.phase);
         }
-    }
-
-    #[test]
-    fn saga_commands_map_to_aggregate_commands() {
-        let SagaAction::Issue(reserve) = reserve(0) else {
-            unreachable!()
-        };
-        let DomainCommand::Product {
-            product_id,
-            command,
-        } = reserve.to_domain()
-        else {
-            panic!("expected a product command")
-        };
-        assert_eq!(product_id, pid(0));
-        assert_eq!(
-            command,
-            ProductCommand::ReserveStock {
-                order_id: oid(),
-                quantity: q(2)
-            }
-        );
-        match cancel() {
-            SagaAction::Issue(c) => assert_eq!(
-                c.to_domain(),
-                DomainCommand::Order {
-                    order_id: oid(),
-                    command: OrderCommand::Cancel {
-                        reason: CancelReason::payment_timeout()
-                    }
-                }
-            ),
-            _ => unreachable!(),
-        }
-    }
-
-    #[test]
-    fn issued_commands_are_described_in_a_few_words() {
-        let order_id = OrderId::new(uuid::Uuid::nil());
-        let product_id = ProductId::new(uuid::Uuid::max());
-        let reserve = SagaCommandKind::ReserveStock {
-            product_id,
-            order_id,
-            quantity: Quantity::new(3).unwrap(),
-        };
-        assert_eq!(
-            reserve.describe(),
-            format!("reserve 3 of product {product_id}")
-        );
-        assert_eq!(
-            SagaCommandKind::ConfirmOrder { order_id }.describe(),
-            "confirm the order"
-        );
-    }
-
-    #[test]
-    fn state_round_trips_through_json_with_its_history() {
-        let saga = confirmed().after([SagaInput::OrderPaid]);
-        let json = serde_json::to_value(&saga.state).unwrap();
-        assert_eq!(json["phase"], "paid");
-        assert!(json["history"].as_array().unwrap().len() > 5);
-        assert_eq!(
-            serde_json::from_value::<SagaState>(json).unwrap(),
-            saga.state
-        );
     }
 }
