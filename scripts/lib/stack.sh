@@ -2,7 +2,7 @@
 # shellcheck shell=bash
 #
 # scripts/lib/stack.sh — the local PostgreSQL + NATS JetStream stack shared by
-# scripts/up and scripts/test (CONTRACT.md §1 "The two README commands").
+# scripts/up and scripts/test (the two commands of README.md).
 #
 # Source it, then call:
 #

@@ -1,6 +1,6 @@
 """schemathesis hooks for scripts/sweep (docs/SWEEP.md).
 
-One rule of the contract depends on what the event log holds, so no schema can
+One rule of the API depends on what the event log holds, so no schema can
 state it: a `min_position` token past the end of the log names no write (no
 answer ever carried one), and ordo refuses it with 400 `bad_request` rather
 than waiting for a write that will never come. Such a token is schema-valid, so
