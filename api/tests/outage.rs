@@ -26,8 +26,7 @@ async fn postgres_unreachable_means_503_and_recovery_without_restart() {
     )
     .parse()
     .unwrap();
-    let pool = through_proxy.pool(8).unwrap();
-    let api = Api::start_on(env, pool).await;
+    let api = Api::start_on(env, through_proxy).await;
 
     let first = api
         .post(

@@ -47,10 +47,12 @@ async fn killed_projectors_and_redelivered_messages_still_equal_the_fold() {
     for _ in 0..12 {
         tokio::time::sleep(Duration::from_millis(rand::rng().random_range(20..150))).await;
         let victim = rand::rng().random_range(0..world.projectors.len());
-        let projection = world.projectors[victim].projection;
-        world.projectors[victim].task.abort();
-        let _ = (&mut world.projectors[victim].task).await;
-        world.projectors[victim] = spawn_projector(&world.env, projection, 50);
+        let killed = world.projectors.remove(victim);
+        let projection = killed.projection;
+        killed.running.kill().await;
+        world
+            .projectors
+            .insert(victim, spawn_projector(&world.env, projection, 50));
     }
     stop.cancel();
     let orders = load.await.unwrap();
@@ -59,9 +61,8 @@ async fn killed_projectors_and_redelivered_messages_still_equal_the_fold() {
 
     // Make JetStream deliver already applied messages again: stop the
     // projectors, move their stream sequence back, start them again.
-    for mut projector in world.projectors.drain(..) {
-        projector.stop.cancel();
-        let _ = (&mut projector.task).await;
+    for projector in world.projectors.drain(..) {
+        projector.running.stop().await;
     }
     let client = world.env.client().await;
     client

@@ -609,7 +609,7 @@ async fn malformed_messages_are_skipped_and_an_unreadable_event_parks_only_its_s
     );
     assert_eq!(view.phase, SagaPhase::NotStarted);
     assert!(sagas.stats.malformed.load(Ordering::SeqCst) >= 1);
-    assert!(!sagas.running.task.is_finished());
+    assert!(!sagas.running.is_finished());
     sagas.stop().await;
 }
 
@@ -664,7 +664,7 @@ async fn a_stored_state_this_build_cannot_read_parks_its_saga_and_is_kept_as_it_
     assert!(row.get::<_, bool>(1), "it needs attention");
     // Only that saga: the other order's payment is handled.
     h.wait_phase(other, SagaPhase::Paid).await;
-    assert!(!sagas.running.task.is_finished());
+    assert!(!sagas.running.is_finished());
     sagas.stop().await;
 }
 
@@ -730,11 +730,11 @@ async fn the_sagas_own_transactions_never_wait_for_its_commands_connections() {
     let busy = commands.get().await.unwrap();
     let runner = SagaRunner::new(
         Executor::new(EventStore::new(commands.clone())),
+        h.env.database_url.pool(4).unwrap(),
         h.env.database_url.clone(),
         h.env.jetstream.clone(),
         h.config(),
     )
-    .unwrap()
     .with_clock(h.clock.clone());
     let sagas = h.start(runner);
     let order = h.place(user, &[(product, 1)]).await;

@@ -7,19 +7,28 @@
 //! [`TestDatabase`] is the database part alone, not yet created, for tests of
 //! creation and migration themselves.
 //!
-//! [`shop`] makes users, products and orders through the real executor, and
-//! runs a relay into the test's stream. [`servers`] has what outage tests need: a private nats-server to kill and
-//! restart, a TCP proxy to cut, and a reader of a whole JetStream stream.
+//! [`TestEnv::system`] builds ordo's roles on a test's database and stream
+//! exactly as `ordo up` does; [`Running`] runs one of them (or any task) until
+//! the test stops it, and [`wait_for`] / [`poll`] wait for what happens in
+//! its own time. [`shop`] makes users, products and orders through the real
+//! executor, and runs a relay into the test's stream. [`servers`] has what
+//! outage tests need: a private nats-server to kill and restart, a TCP proxy
+//! to cut, and a reader of a whole JetStream stream.
 //!
 //! The servers come from `DATABASE_URL` and `NATS_URL` (what `scripts/test`
 //! exports), defaulting to the local ones. Set `TEST_LOG=1` to see logs and
 //! `ORDO_TEST_KEEP=1` to keep the database and stream of a failing test.
 
+pub mod running;
 pub mod servers;
 pub mod shop;
+pub mod wait;
 
 use std::future::Future;
 use std::sync::Once;
+
+pub use running::Running;
+pub use wait::{poll, wait_for};
 
 use async_nats::jetstream;
 use eventstore::db::DatabaseUrl;
@@ -204,6 +213,31 @@ impl TestEnv {
             .get()
             .await
             .unwrap_or_else(|e| panic!("test connection: {e}"))
+    }
+
+    /// The settings of a deployment on this test's database, stream and
+    /// prefix. New orders are not held back by lag (tests of admission turn
+    /// it on).
+    pub fn settings(&self) -> system::Settings {
+        let mut settings = system::Settings::new(
+            self.database_url.clone(),
+            self.nats_url.clone(),
+            self.stream.clone(),
+            self.prefix.clone(),
+        );
+        settings.admission_lag = 0;
+        settings
+    }
+
+    /// ordo's roles on this test's database, stream and prefix, built as
+    /// `ordo up` builds them, on this test's NATS connection.
+    pub fn system(&self) -> system::System {
+        self.system_with(self.settings())
+    }
+
+    /// The same with settings of the test's.
+    pub fn system_with(&self, settings: system::Settings) -> system::System {
+        system::System::with_nats(settings, self.nats.clone())
     }
 
     /// Creates this test's JetStream stream (subjects `<prefix>.>`).

@@ -7,13 +7,11 @@ use domain::product::{Product, ProductCommand};
 use domain::user::{User, UserCommand};
 use domain::values::{CancelReason, Email, Money, Name, Quantity, Sku};
 use eventstore::executor::{CommandContext, Executor};
-use eventstore::notify::LogListener;
-use eventstore::relay::{Relay, RelayConfig, RelayStats};
+use eventstore::relay::RelayStats;
 use eventstore::{EventStore, Position};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::TestEnv;
+use crate::{Running, TestEnv};
 
 /// Executes domain commands against a test's database.
 #[derive(Debug, Clone)]
@@ -214,36 +212,23 @@ impl Shop {
 #[derive(Debug)]
 pub struct RunningRelay {
     /// Its task.
-    pub task: tokio::task::JoinHandle<()>,
-    /// Cancel to stop it.
-    pub stop: CancellationToken,
+    pub running: Running<()>,
     /// Its figures.
     pub stats: std::sync::Arc<RelayStats>,
 }
 
-impl Drop for RunningRelay {
-    fn drop(&mut self) {
-        self.stop.cancel();
-        self.task.abort();
-    }
-}
-
-/// Starts a relay from `env`'s database to its stream.
-pub fn spawn_relay(env: &TestEnv, store: &EventStore) -> RunningRelay {
-    let relay = Relay::new(
-        store.clone(),
-        env.database_url.clone(),
-        env.jetstream.clone(),
-        LogListener::spawn(env.database_url.clone()),
-        RelayConfig::new(env.stream.clone(), env.prefix.clone()),
-    );
+/// Starts a relay from `env`'s database to its stream, built as `ordo up`
+/// builds it.
+pub fn spawn_relay(env: &TestEnv) -> RunningRelay {
+    let relay = env
+        .system()
+        .relay()
+        .unwrap_or_else(|e| panic!("relay: {e}"));
     let stats = relay.stats();
-    let stop = CancellationToken::new();
-    let token = stop.clone();
-    let task = tokio::spawn(async move {
-        if let Err(e) = relay.run(token).await {
+    let running = Running::spawn(|stop| async move {
+        if let Err(e) = relay.run(stop).await {
             panic!("relay: {e}");
         }
     });
-    RunningRelay { task, stop, stats }
+    RunningRelay { running, stats }
 }

@@ -3,12 +3,11 @@
 
 use std::time::Duration;
 
-use projectors::{Projection, Projector, ProjectorConfig};
+use projectors::Projection;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 use test_support::shop::{spawn_relay, RunningRelay, Shop};
-use test_support::TestEnv;
-use tokio_util::sync::CancellationToken;
+use test_support::{Running, TestEnv};
 
 pub struct Answer {
     pub status: u16,
@@ -40,76 +39,52 @@ pub struct Api {
     pub base: String,
     pub http: reqwest::Client,
     pub shop: Shop,
-    stop: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The API, projectors and (when asked for) the saga coordinator.
+    roles: Vec<Running<()>>,
     pub relay: RunningRelay,
     pub env: TestEnv,
 }
 
-impl Drop for Api {
-    fn drop(&mut self) {
-        self.stop.cancel();
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
-}
-
 impl Api {
-    /// API, relay and projectors on `env`.
-    pub async fn start_on(env: TestEnv, pool: deadpool_postgres::Pool) -> Api {
-        Self::start_with(env, pool, false).await
+    /// API, relay and projectors on `env`, the API's own connections going
+    /// to `api_database` (the same database, through a proxy the test cuts).
+    pub async fn start_on(env: TestEnv, api_database: eventstore::DatabaseUrl) -> Api {
+        let mut settings = env.settings();
+        settings.database_url = api_database;
+        Self::start_with(env, settings, false).await
     }
 
     /// API, relay, projectors and the fulfilment saga.
     pub async fn start_with_saga() -> Api {
         let env = TestEnv::new().await;
-        let pool = env.pool.clone();
-        Self::start_with(env, pool, true).await
+        let settings = env.settings();
+        Self::start_with(env, settings, true).await
     }
 
-    async fn start_with(env: TestEnv, pool: deadpool_postgres::Pool, saga: bool) -> Api {
+    async fn start_with(env: TestEnv, api_settings: system::Settings, saga: bool) -> Api {
         let shop = Shop::new(&env);
-        let relay = spawn_relay(&env, &shop.store);
-        let stop = CancellationToken::new();
-        let mut tasks = Vec::new();
+        let relay = spawn_relay(&env);
+        let system = env.system();
+        let mut roles = Vec::new();
         for projection in Projection::ALL {
-            let projector = Projector::new(
-                projection,
-                env.pool.clone(),
-                env.database_url.clone(),
-                env.jetstream.clone(),
-                ProjectorConfig::new(env.stream.clone(), env.prefix.clone()),
-            );
-            let token = stop.clone();
-            tasks.push(tokio::spawn(async move {
-                let _ = projector.run(token).await;
+            let projector = system.projector(projection).unwrap();
+            roles.push(Running::spawn(|stop| async move {
+                let _ = projector.run(stop).await;
             }));
         }
+        let state = env.system_with(api_settings).api().unwrap();
         if saga {
-            let config = sagas::RunnerConfig::new(
-                env.stream.clone(),
-                env.prefix.clone(),
-                Duration::from_secs(3600),
-            );
-            let runner = sagas::SagaRunner::new(
-                eventstore::executor::Executor::new(eventstore::EventStore::new(env.pool.clone())),
-                env.database_url.clone(),
-                env.jetstream.clone(),
-                config,
-            )
-            .expect("a saga runner");
-            let token = stop.clone();
-            tasks.push(tokio::spawn(async move {
-                let _ = runner.run(token).await;
+            let mut config = system.saga_config();
+            config.payment_timeout = Duration::from_secs(3600);
+            let runner = system.saga_with(config, Some(&state.executor)).unwrap();
+            roles.push(Running::spawn(|stop| async move {
+                let _ = runner.run(stop).await;
             }));
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let state = api::AppState::new(pool, env.nats.clone());
-        let token = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            api::serve(listener, state, token).await.unwrap();
+        roles.push(Running::spawn(|stop| async move {
+            api::serve(listener, state, stop).await.unwrap();
         }));
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
@@ -119,8 +94,7 @@ impl Api {
             base,
             http,
             shop,
-            stop,
-            tasks,
+            roles,
             relay,
             env,
         }
@@ -128,8 +102,8 @@ impl Api {
 
     pub async fn start() -> Api {
         let env = TestEnv::new().await;
-        let pool = env.pool.clone();
-        Api::start_on(env, pool).await
+        let settings = env.settings();
+        Api::start_with(env, settings, false).await
     }
 
     async fn answer(response: reqwest::Response) -> Answer {
@@ -217,16 +191,13 @@ impl Api {
 
     /// Polls an order until its status is no longer `pending`.
     pub async fn settled_order(&self, id: &str) -> Answer {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let order = self.get(&format!("/orders/{id}")).await;
-            if (order.status == 200 && order.body["status"] != "pending")
-                || std::time::Instant::now() > deadline
-            {
-                return order;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let path = format!("/orders/{id}");
+        test_support::poll(
+            Duration::from_secs(20),
+            || self.get(&path),
+            |order| order.status == 200 && order.body["status"] != "pending",
+        )
+        .await
     }
 
     pub async fn product(&self, stock: u32, price: &str) -> Answer {

@@ -7,49 +7,34 @@ use std::time::Duration;
 use eventstore::Position;
 use projectors::rebuild::{self, RebuildOptions, RebuildReport};
 use projectors::runner::ProjectorStats;
-use projectors::{Projection, Projector, ProjectorConfig};
+use projectors::Projection;
 use test_support::shop::{spawn_relay, RunningRelay, Shop};
-use test_support::TestEnv;
-use tokio_util::sync::CancellationToken;
+use test_support::{Running, TestEnv};
 
 pub struct RunningProjector {
     pub projection: Projection,
-    pub task: tokio::task::JoinHandle<()>,
-    pub stop: CancellationToken,
+    pub running: Running<()>,
     pub stats: Arc<ProjectorStats>,
 }
 
-impl Drop for RunningProjector {
-    fn drop(&mut self) {
-        self.stop.cancel();
-        self.task.abort();
-    }
-}
-
+/// Starts the projector of `projection`, built as `ordo up` builds it,
+/// applying at most `batch_size` events per transaction.
 pub fn spawn_projector(
     env: &TestEnv,
     projection: Projection,
     batch_size: usize,
 ) -> RunningProjector {
-    let mut config = ProjectorConfig::new(env.stream.clone(), env.prefix.clone());
+    let system = env.system();
+    let mut config = system.projector_config();
     config.batch_size = batch_size;
-    let projector = Projector::new(
-        projection,
-        env.pool.clone(),
-        env.database_url.clone(),
-        env.jetstream.clone(),
-        config,
-    );
+    let projector = system.projector_with(projection, config).unwrap();
     let stats = projector.stats();
-    let stop = CancellationToken::new();
-    let token = stop.clone();
-    let task = tokio::spawn(async move {
-        projector.run(token).await.unwrap();
+    let running = Running::spawn(|stop| async move {
+        projector.run(stop).await.unwrap();
     });
     RunningProjector {
         projection,
-        task,
-        stop,
+        running,
         stats,
     }
 }
@@ -65,7 +50,7 @@ impl World {
     pub async fn start() -> World {
         let env = TestEnv::new().await;
         let shop = Shop::new(&env);
-        let relay = spawn_relay(&env, &shop.store);
+        let relay = spawn_relay(&env);
         let projectors = Projection::ALL
             .iter()
             .map(|p| spawn_projector(&env, *p, 200))

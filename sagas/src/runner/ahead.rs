@@ -17,7 +17,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use domain::fulfilment::{SagaAction, SagaCommandKind, SagaInput};
 use domain::ids::OrderId;
 
 use super::engine::{Engine, Work};
@@ -28,7 +27,8 @@ impl Engine {
     /// The order's confirmation, when the reservations just run (`works`,
     /// with their `outcomes`) lead to it: issued together from one state,
     /// every one succeeded once, and that state fed their successes issues
-    /// exactly one command, a confirmation.
+    /// exactly one command, a confirmation
+    /// ([`domain::fulfilment::confirmation_ahead`] decides).
     pub(crate) fn foresee(&self, works: &[Work], outcomes: &[Vec<Outcome>]) -> Option<Work> {
         let from = works.first().and_then(|w| w.issued_from.clone())?;
         let together = works.iter().all(|w| {
@@ -43,33 +43,19 @@ impl Engine {
         if !together || !all_reserved {
             return None;
         }
-        let now = self.now();
-        let mut state = (*from).clone();
-        let mut next = Vec::new();
-        for work in works {
-            let input = SagaInput::CommandSucceeded {
-                command_id: work.command.command_id.clone(),
-            };
-            let (after, actions) = domain::fulfilment::handle(state, input, now, &self.machine);
-            state = after;
-            next.extend(actions.into_iter().filter_map(|action| match action {
-                SagaAction::Issue(command) => Some(command),
-                _ => None,
-            }));
-        }
-        let [command] = next.as_slice() else {
-            return None;
-        };
-        if !matches!(command.kind, SagaCommandKind::ConfirmOrder { .. }) {
-            return None;
-        }
+        let command = domain::fulfilment::confirmation_ahead(
+            &from,
+            works.iter().map(|w| &w.command.command_id),
+            self.now(),
+            &self.machine,
+        )?;
         // Caused, as the saga would record it, by the last reservation's event.
         let cause = outcomes.iter().rev().find_map(|o| match o.as_slice() {
             [Outcome::Succeeded { events, .. }] => events.last().copied(),
             _ => None,
         });
         Some(Work {
-            command: command.clone(),
+            command,
             cause: cause.or(works[0].cause),
             correlation: works[0].correlation,
             delay: Duration::ZERO,

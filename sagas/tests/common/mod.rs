@@ -4,9 +4,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use domain::fulfilment::SagaPhase;
 use domain::ids::{OrderId, ProductId, UserId};
@@ -15,13 +14,11 @@ use domain::product::{Product, ProductCommand, ProductState};
 use domain::user::{User, UserCommand};
 use domain::values::{Email, Money, Name, Quantity, Sku};
 use eventstore::executor::{CommandContext, Executor};
-use eventstore::notify::LogListener;
-use eventstore::relay::{Relay, RelayConfig};
 use eventstore::EventStore;
 use sagas::{Hooks, ManualClock, RunnerConfig, SagaError, SagaRunner, SagaStats, SagaView};
-use test_support::TestEnv;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+pub use test_support::wait_for;
+use test_support::shop::{spawn_relay, RunningRelay};
+use test_support::{Running, TestEnv};
 use uuid::Uuid;
 
 /// The payment timeout tests use (the manual clock makes it pass).
@@ -32,23 +29,7 @@ pub struct Harness {
     pub env: TestEnv,
     pub executor: Executor,
     pub clock: Arc<ManualClock>,
-    relay: Option<Running<()>>,
-}
-
-/// A task with a way to stop it.
-pub struct Running<T> {
-    pub task: JoinHandle<T>,
-    pub stop: CancellationToken,
-}
-
-impl<T> Running<T> {
-    pub async fn stop(self) -> T {
-        self.stop.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("stops within 10 s")
-            .expect("task")
-    }
+    relay: Option<RunningRelay>,
 }
 
 /// A saga runner started by a test.
@@ -65,24 +46,20 @@ impl RunningSagas {
     /// Waits up to `within` for the runner to end by itself (an injected
     /// crash); gives it back still running if it did not.
     pub async fn crashed_or_running(
-        self,
+        mut self,
         within: Duration,
     ) -> Result<Result<(), SagaError>, RunningSagas> {
-        let RunningSagas { mut running, stats } = self;
-        match tokio::time::timeout(within, &mut running.task).await {
-            Ok(result) => Ok(result.expect("runner task")),
-            Err(_) => Err(RunningSagas { running, stats }),
+        match self.running.ended_within(within).await {
+            Some(result) => Ok(result),
+            None => Err(self),
         }
     }
 
     /// Waits for the runner to end by itself (an injected crash).
-    pub async fn crashed(self, within: Duration) -> Result<(), SagaError> {
-        match tokio::time::timeout(within, self.running.task).await {
-            Ok(result) => result.expect("runner task"),
-            Err(_) => {
-                self.running.stop.cancel();
-                panic!("the runner did not crash within {within:?}")
-            }
+    pub async fn crashed(mut self, within: Duration) -> Result<(), SagaError> {
+        match self.running.ended_within(within).await {
+            Some(result) => result,
+            None => panic!("the runner did not crash within {within:?}"),
         }
     }
 }
@@ -107,32 +84,19 @@ impl Harness {
     }
 
     pub fn start_relay(&mut self) {
-        let relay = Relay::new(
-            self.executor.store().clone(),
-            self.env.database_url.clone(),
-            self.env.jetstream.clone(),
-            LogListener::spawn(self.env.database_url.clone()),
-            RelayConfig::new(self.env.stream.clone(), self.env.prefix.clone()),
-        );
-        let stop = CancellationToken::new();
-        let token = stop.clone();
-        let task = tokio::spawn(async move { relay.run(token).await.expect("relay") });
-        self.relay = Some(Running { task, stop });
+        self.relay = Some(spawn_relay(&self.env));
     }
 
     pub async fn stop_relay(&mut self) {
         if let Some(relay) = self.relay.take() {
-            relay.stop().await;
+            relay.running.stop().await;
         }
     }
 
     /// Settings that make retries and polls quick.
     pub fn config(&self) -> RunnerConfig {
-        let mut config = RunnerConfig::new(
-            self.env.stream.clone(),
-            self.env.prefix.clone(),
-            PAYMENT_TIMEOUT,
-        );
+        let mut config = self.env.system().saga_config();
+        config.payment_timeout = PAYMENT_TIMEOUT;
         config.max_compensation_attempts = 3;
         config.command_retries = 2;
         config.retry_backoff = Duration::from_millis(2);
@@ -146,25 +110,21 @@ impl Harness {
         self.runner_with(self.config(), hooks)
     }
 
+    /// A runner built as `ordo up` builds it, sharing the harness's cache
+    /// of recent states, on the test's clock.
     pub fn runner_with(&self, config: RunnerConfig, hooks: Hooks) -> SagaRunner {
-        SagaRunner::new(
-            self.executor.clone(),
-            self.env.database_url.clone(),
-            self.env.jetstream.clone(),
-            config,
-        )
-        .expect("a saga runner")
-        .with_clock(self.clock.clone())
-        .with_hooks(hooks)
+        self.env
+            .system()
+            .saga_with(config, Some(&self.executor))
+            .expect("a saga runner")
+            .with_clock(self.clock.clone())
+            .with_hooks(hooks)
     }
 
     pub fn start(&self, runner: SagaRunner) -> RunningSagas {
         let stats = runner.stats();
-        let stop = CancellationToken::new();
-        let token = stop.clone();
-        let task = tokio::spawn(runner.run(token));
         RunningSagas {
-            running: Running { task, stop },
+            running: Running::spawn(|stop| runner.run(stop)),
             stats,
         }
     }
@@ -329,25 +289,6 @@ impl Harness {
                 .filter(|v| v.phase == phase && v.pending.is_empty())
         })
         .await
-    }
-}
-
-/// Polls `check` until it returns something, or panics after `within`.
-pub async fn wait_for<T, F, Fut>(within: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            started.elapsed() < within,
-            "condition not met within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

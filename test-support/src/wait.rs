@@ -1,0 +1,47 @@
+//! Waiting in tests for something that happens in its own time (an event
+//! published, a projection caught up, a saga settled), with a deadline and
+//! never a fixed sleep.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// How often a condition is looked at again.
+const POLL: Duration = Duration::from_millis(10);
+
+/// Looks with `check` until it returns something, and returns that; panics
+/// after `within`.
+pub async fn wait_for<T, F, Fut>(within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < within,
+            "condition not met within {within:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Looks with `look` until `done` holds of what it sees or `within` has
+/// passed, and returns the last look either way: the test asserts on it,
+/// so a miss fails with what was seen.
+pub async fn poll<T, F, Fut>(within: Duration, mut look: F, done: impl Fn(&T) -> bool) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = T>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        let seen = look().await;
+        if done(&seen) || Instant::now() >= deadline {
+            return seen;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
