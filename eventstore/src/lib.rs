@@ -4,8 +4,10 @@
 //! - [`migrations`]: the numbered SQL of `schemas/sql/`, applied once each.
 //! - [`position`]: positions in the global log and their tokens.
 //! - [`event`]: events as stored and read back, with their metadata.
-//! - [`store`]: [`EventStore`]: appends, stream and log reads, snapshots.
-//! - [`group`]: group commit: concurrent appends written in one statement.
+//! - [`store`]: [`EventStore`]: appends, stream and log reads, the log's
+//!   horizon, snapshots; a folder with one module per job (its docs map it).
+//! - [`group`]: group commit: concurrent appends written in one statement
+//!   (`store::group`, re-exported here under its old path).
 //! - [`follow`]: a cursor following the log in order, waiting for more.
 //! - [`executor`]: load, decide, append, retry on conflict.
 //! - [`leadership`]: jobs one process at a time does (relay, projections,
@@ -22,7 +24,6 @@ pub mod error;
 pub mod event;
 pub mod executor;
 pub mod follow;
-pub mod group;
 pub mod leadership;
 pub mod migrations;
 pub mod nats;
@@ -30,6 +31,8 @@ pub mod notify;
 pub mod position;
 pub mod relay;
 pub mod store;
+
+pub use store::group;
 
 pub use db::DatabaseUrl;
 pub use error::StoreError;

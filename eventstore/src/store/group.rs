@@ -2,11 +2,11 @@
 //!
 //! Every append used to be a transaction of its own: one statement, one
 //! commit, one WAL flush, one round trip. Under load most of PostgreSQL's
-//! time went to that per-transaction overhead, not to inserting rows (a
-//! 100-event append writes six times as many events per second as single
-//! ones). So appends that arrive while others are being written wait for a
-//! free slot and then go together: the events of several streams in one
-//! statement, hence one transaction.
+//! time went to that per-transaction overhead, not to inserting rows (one
+//! append of many events writes far more events per second than as many
+//! single ones). So appends that arrive while others are being written wait
+//! for a free slot and then go together: the events of several streams in
+//! one statement, hence one transaction.
 //!
 //! - A slot is free: the append is written at once, alone. An idle system
 //!   adds no latency.
@@ -40,12 +40,11 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_postgres::types::{Json, ToSql};
 use uuid::Uuid;
 
+use super::append::{append_alone, StoredMetadata};
+use super::request::{position_from, AppendRequest, Appended, ExpectedVersion};
 use crate::error::StoreError;
 use crate::event::{Metadata, NewEvent};
 use crate::notify::Notifier;
-use crate::store::{
-    append_alone, position_from, AppendRequest, Appended, ExpectedVersion, StoredMetadata,
-};
 
 /// Batches written at the same time, each on its own connection.
 pub(crate) const SLOTS: usize = 4;
@@ -404,7 +403,7 @@ mod tests {
             schema_version: 1,
             data: serde_json::json!({}),
         }];
-        let claims = [crate::store::ClaimChange {
+        let claims = [super::super::request::ClaimChange {
             kind: "email".into(),
             value: "a@b".into(),
             take: true,
