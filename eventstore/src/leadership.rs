@@ -288,9 +288,17 @@ impl Leadership {
                     return Err(e);
                 }
                 TermEnd::Hold => {
-                    shutdown.cancelled().await;
-                    self.set_active(false);
-                    return Ok(());
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {
+                            self.set_active(false);
+                            return Ok(());
+                        }
+                        () = lease.watch(self.standby_poll) => {
+                            // Whoever holds the lock now has the job.
+                            self.set_active(false);
+                            tracing::warn!(job, "lost the lock while holding it; standing by");
+                        }
+                    }
                 }
                 TermEnd::Restart => {
                     self.set_active(false);
