@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use eventstore::leadership::{Backoff, Leadership, Lease, LockKey, TermEnd};
 use eventstore::DatabaseUrl;
-use test_support::TestEnv;
-use tokio::task::JoinHandle;
+use test_support::{eventually, throughout, Running, TestEnv};
 use tokio_util::sync::CancellationToken;
 
 /// How often standbys try for the lock and holders look at their session.
@@ -50,10 +49,10 @@ struct Overlap {
 }
 
 impl Overlap {
-    fn enter(self: &Arc<Self>) -> Running {
+    fn enter(self: &Arc<Self>) -> Counted {
         let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
         self.most.fetch_max(now, Ordering::SeqCst);
-        Running(self.clone())
+        Counted(self.clone())
     }
 
     fn most(&self) -> usize {
@@ -62,9 +61,9 @@ impl Overlap {
 }
 
 /// One term counted in an [`Overlap`] until it returns or is dropped.
-struct Running(Arc<Overlap>);
+struct Counted(Arc<Overlap>);
 
-impl Drop for Running {
+impl Drop for Counted {
     fn drop(&mut self) {
         self.0.now.fetch_sub(1, Ordering::SeqCst);
     }
@@ -118,7 +117,7 @@ impl Seen {
 /// Marks a term as running until it returns or is dropped.
 struct InTerm {
     seen: Arc<Seen>,
-    _running: Running,
+    _running: Counted,
     returned: bool,
 }
 
@@ -145,11 +144,11 @@ fn work(_: usize) -> Option<TermEnd<String>> {
 /// One process doing the job: its run on a task, and handles on it.
 struct Contender {
     seen: Arc<Seen>,
-    shutdown: CancellationToken,
     /// Cancelled, it makes the running term return `Stopped` (shutdown is
     /// not asked for: the run returns as it would for a job that is done).
     end_term: CancellationToken,
-    run: JoinHandle<Result<(), String>>,
+    /// The run; stopping it asks for shutdown.
+    run: Running<Result<(), String>>,
 }
 
 impl Contender {
@@ -167,55 +166,50 @@ impl Contender {
         keep_lease: bool,
     ) -> Contender {
         let seen = Arc::new(Seen::default());
-        let shutdown = CancellationToken::new();
         let end_term = CancellationToken::new();
         let on_active = seen.clone();
         let leadership = leadership.on_active(move |active| {
             on_active.active.lock().expect("active").push(active);
         });
-        let (term_seen, term_shutdown, term_end, overlap) = (
-            seen.clone(),
-            shutdown.clone(),
-            end_term.clone(),
-            overlap.clone(),
-        );
-        let term = move |lease: Lease| {
-            let (seen, shutdown, end_term) =
-                (term_seen.clone(), term_shutdown.clone(), term_end.clone());
-            let running = overlap.enter();
-            async move {
-                let n = seen.terms.fetch_add(1, Ordering::SeqCst);
-                seen.in_term.store(true, Ordering::SeqCst);
-                seen.started.lock().expect("started").push(Instant::now());
-                let mut guard = InTerm {
-                    seen: seen.clone(),
-                    _running: running,
-                    returned: false,
-                };
-                if keep_lease {
-                    *seen.lease.lock().expect("lease") = Some(lease.clone());
-                }
-                let end = match script(n) {
-                    Some(end) => end,
-                    None => {
-                        tokio::select! {
-                            () = end_term.cancelled() => {}
-                            () = shutdown.cancelled() => {}
-                        }
-                        TermEnd::Stopped
+        let (term_seen, term_end, overlap) = (seen.clone(), end_term.clone(), overlap.clone());
+        let run = Running::spawn(|shutdown| {
+            let term_shutdown = shutdown.clone();
+            let term = move |lease: Lease| {
+                let (seen, shutdown, end_term) =
+                    (term_seen.clone(), term_shutdown.clone(), term_end.clone());
+                let running = overlap.enter();
+                async move {
+                    let n = seen.terms.fetch_add(1, Ordering::SeqCst);
+                    seen.in_term.store(true, Ordering::SeqCst);
+                    seen.started.lock().expect("started").push(Instant::now());
+                    let mut guard = InTerm {
+                        seen: seen.clone(),
+                        _running: running,
+                        returned: false,
+                    };
+                    if keep_lease {
+                        *seen.lease.lock().expect("lease") = Some(lease.clone());
                     }
-                };
-                drop(lease);
-                guard.returned = true;
-                drop(guard);
-                end
-            }
-        };
-        let run_shutdown = shutdown.clone();
-        let run = tokio::spawn(async move { leadership.run(&run_shutdown, term).await });
+                    let end = match script(n) {
+                        Some(end) => end,
+                        None => {
+                            tokio::select! {
+                                () = end_term.cancelled() => {}
+                                () = shutdown.cancelled() => {}
+                            }
+                            TermEnd::Stopped
+                        }
+                    };
+                    drop(lease);
+                    guard.returned = true;
+                    drop(guard);
+                    end
+                }
+            };
+            async move { leadership.run(&shutdown, term).await }
+        });
         Contender {
             seen,
-            shutdown,
             end_term,
             run,
         }
@@ -223,37 +217,14 @@ impl Contender {
 
     /// Asks for shutdown and waits for the run to return.
     async fn stop(self) -> Result<(), String> {
-        self.shutdown.cancel();
-        self.join().await
+        self.run.stop().await
     }
 
     /// Waits for the run to return, without asking it to.
     async fn join(self) -> Result<(), String> {
-        tokio::time::timeout(PATIENCE, self.run)
-            .await
-            .expect("the run returns")
-            .expect("the run does not panic")
+        let mut run = self.run;
+        run.ended_within(PATIENCE).await.expect("the run returns")
     }
-}
-
-/// Waits until `done` holds, failing after `within`.
-async fn eventually(what: &str, within: Duration, done: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < within, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-/// Watches for `within` that `ok` keeps holding (for things that must not
-/// happen, such as a standby taking a held lock).
-async fn throughout(what: &str, within: Duration, ok: impl Fn() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < within {
-        assert!(ok(), "{what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    assert!(ok(), "{what}");
 }
 
 /// Ends the session holding `key`'s advisory lock in this database, as an
@@ -323,7 +294,7 @@ async fn one_term_at_a_time_and_a_standby_takes_over_when_the_holder_stops() {
 
     // Shutdown of the holder: its term sees it and stops, the last standby
     // takes over.
-    active.shutdown.cancel();
+    active.run.ask_to_stop();
     let stopped = Instant::now();
     eventually("the last standby takes over", POLL + SLACK, || {
         standby.seen.in_term()

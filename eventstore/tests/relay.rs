@@ -4,50 +4,27 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use eventstore::envelope::Envelope;
 use eventstore::notify::LogListener;
-use eventstore::relay::{Relay, RelayConfig, RelayStats};
+use eventstore::relay::{Relay, RelayConfig};
 use eventstore::store::LogFilter;
 use eventstore::{AppendRequest, EventStore, ExpectedVersion, Metadata, NewEvent, Position};
 use rand::Rng as _;
 use serde_json::json;
 use test_support::servers::{read_stream_messages, PrivateNats};
-use test_support::TestEnv;
+use test_support::shop::{spawn_relay_with, RunningRelay};
+use test_support::{poll, wait_for, TestEnv};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-struct RunningRelay {
-    task: tokio::task::JoinHandle<()>,
-    stop: CancellationToken,
-    stats: Arc<RelayStats>,
-}
-
-fn spawn_relay(
-    env: &TestEnv,
-    store: &EventStore,
-    js: &jetstream::Context,
-    batch: i64,
-) -> RunningRelay {
+/// A relay built as `ordo up` builds it, publishing `batch` events a batch.
+fn spawn_relay(env: &TestEnv, batch: i64) -> RunningRelay {
     let mut config = RelayConfig::new(env.stream.clone(), env.prefix.clone());
     config.batch_size = batch;
-    let relay = Relay::new(
-        store.clone(),
-        env.database_url.clone(),
-        js.clone(),
-        LogListener::spawn(env.database_url.clone()),
-        config,
-    );
-    let stats = relay.stats();
-    let stop = CancellationToken::new();
-    let token = stop.clone();
-    let task = tokio::spawn(async move {
-        relay.run(token).await.expect("relay");
-    });
-    RunningRelay { task, stop, stats }
+    spawn_relay_with(env, config)
 }
 
 /// `count` events from `writers` concurrent writers on a handful of streams each.
@@ -101,24 +78,19 @@ fn spawn_writers(
 /// so an empty page before the log's head means "again", not "the end".
 async fn whole_log(store: &EventStore) -> Vec<eventstore::RecordedEvent> {
     let head = store.head().await.expect("head");
-    let deadline = Instant::now() + Duration::from_secs(20);
     let mut all = Vec::new();
     let mut after = Position::START;
     loop {
-        let batch = store
-            .read_log(after, &LogFilter::default(), 5000)
-            .await
-            .expect("read");
+        let batch = wait_for(Duration::from_secs(20), || async move {
+            let batch = store
+                .read_log(after, &LogFilter::default(), 5000)
+                .await
+                .expect("read");
+            (!batch.is_empty() || after >= head).then_some(batch)
+        })
+        .await;
         let Some(last) = batch.last() else {
-            if after >= head {
-                return all;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the log's head {head:?} is never readable"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
+            return all;
         };
         after = last.position;
         all.extend(batch);
@@ -132,20 +104,13 @@ async fn wait_for_messages(
     within: Duration,
 ) -> Duration {
     let started = Instant::now();
-    loop {
-        if let Ok(mut s) = js.get_stream(stream).await {
-            if let Ok(info) = s.info().await {
-                if info.state.messages >= count {
-                    return started.elapsed();
-                }
-            }
-        }
-        assert!(
-            started.elapsed() < within,
-            "stream {stream} did not reach {count} messages in {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(within, || async {
+        let mut s = js.get_stream(stream).await.ok()?;
+        let info = s.info().await.ok()?;
+        (info.state.messages >= count).then_some(())
+    })
+    .await;
+    started.elapsed()
 }
 
 /// The stream holds exactly the log, once each, in log order, as envelopes.
@@ -182,7 +147,7 @@ async fn publishes_every_event_once_in_log_order_as_cloudevents() {
     let env = TestEnv::new().await;
     let store = EventStore::new(env.pool.clone());
     let js = env.jetstream.clone();
-    let relay = spawn_relay(&env, &store, &js, 500);
+    let relay = spawn_relay(&env, 500);
     for writer in spawn_writers(&store, 8, 3000, Duration::ZERO) {
         writer.await.expect("writer");
     }
@@ -192,17 +157,17 @@ async fn publishes_every_event_once_in_log_order_as_cloudevents() {
     // The checkpoint pairs the last event published with its stream sequence.
     let last = whole_log(&store).await.last().expect("events").position;
     let client = env.client().await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let checkpoint = loop {
-        let checkpoint = eventstore::relay::checkpoint(&**client, &env.stream)
-            .await
-            .expect("checkpoint")
-            .expect("recorded");
-        if checkpoint.position == last || Instant::now() > deadline {
-            break checkpoint;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let checkpoint = poll(
+        Duration::from_secs(5),
+        || async {
+            eventstore::relay::checkpoint(&**client, &env.stream)
+                .await
+                .expect("checkpoint")
+                .expect("recorded")
+        },
+        |checkpoint| checkpoint.position == last,
+    )
+    .await;
     assert_eq!(
         (checkpoint.position, checkpoint.stream_sequence),
         (last, 3000)
@@ -234,8 +199,7 @@ async fn publishes_every_event_once_in_log_order_as_cloudevents() {
         body["dataschema"],
         "schemas/events/order/OrderCancelled.v1.json"
     );
-    relay.stop.cancel();
-    relay.task.await.expect("relay stops");
+    relay.running.stop().await;
 }
 
 #[tokio::test]
@@ -246,21 +210,19 @@ async fn a_relay_killed_mid_batch_and_restarted_loses_and_repeats_nothing() {
     let writers = spawn_writers(&store, 4, 4000, Duration::from_micros(500));
     // Kill it (abort: no chance to checkpoint) a dozen times while writers append.
     for _ in 0..12 {
-        let relay = spawn_relay(&env, &store, &js, 50);
+        let relay = spawn_relay(&env, 50);
         tokio::time::sleep(Duration::from_millis(rand::rng().random_range(30..200))).await;
-        relay.task.abort();
-        let _ = relay.task.await;
+        relay.running.kill().await;
     }
     for writer in writers {
         writer.await.expect("writer");
     }
-    let relay = spawn_relay(&env, &store, &js, 50);
+    let relay = spawn_relay(&env, 50);
     wait_for_messages(&js, env.stream.as_str(), 4000, Duration::from_secs(60)).await;
     // Give a wrongly repeating relay the chance to show itself.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_stream_is_the_log(&env, &js, &store).await;
-    relay.stop.cancel();
-    let _ = relay.task.await;
+    relay.running.stop().await;
 }
 
 #[tokio::test]
@@ -269,7 +231,7 @@ async fn nats_restarted_while_events_are_appended() {
     let env = TestEnv::with_nats(nats.url()).await;
     let store = EventStore::new(env.pool.clone());
     let js = env.jetstream.clone();
-    let relay = spawn_relay(&env, &store, &js, 200);
+    let relay = spawn_relay(&env, 200);
     let writers = spawn_writers(&store, 4, 3000, Duration::from_millis(2));
     tokio::time::sleep(Duration::from_millis(300)).await;
     nats.kill();
@@ -281,8 +243,7 @@ async fn nats_restarted_while_events_are_appended() {
     wait_for_messages(&js, env.stream.as_str(), 3000, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_stream_is_the_log(&env, &js, &store).await;
-    relay.stop.cancel();
-    let _ = relay.task.await;
+    relay.running.stop().await;
 }
 
 #[tokio::test]
@@ -290,8 +251,8 @@ async fn of_two_relays_one_publishes_and_the_other_takes_over_within_5s() {
     let env = TestEnv::new().await;
     let store = EventStore::new(env.pool.clone());
     let js = env.jetstream.clone();
-    let a = spawn_relay(&env, &store, &js, 100);
-    let b = spawn_relay(&env, &store, &js, 100);
+    let a = spawn_relay(&env, 100);
+    let b = spawn_relay(&env, 100);
     for writer in spawn_writers(&store, 2, 200, Duration::ZERO) {
         writer.await.expect("writer");
     }
@@ -313,16 +274,17 @@ async fn of_two_relays_one_publishes_and_the_other_takes_over_within_5s() {
     );
     // The stream may hold the messages a moment before the relay counts them
     // (it counts after checkpointing).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while active.stats.published.load(Ordering::SeqCst) < 200 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(active.stats.published.load(Ordering::SeqCst), 200);
+    let published = poll(
+        Duration::from_secs(5),
+        || async { active.stats.published.load(Ordering::SeqCst) },
+        |published| *published >= 200,
+    )
+    .await;
+    assert_eq!(published, 200);
     assert_eq!(standby.stats.published.load(Ordering::SeqCst), 0);
 
     // The active one dies (its session, and with it the lock, goes away).
-    active.task.abort();
-    let _ = active.task.await;
+    active.running.kill().await;
     for writer in spawn_writers(&store, 2, 100, Duration::ZERO) {
         writer.await.expect("writer");
     }
@@ -333,8 +295,7 @@ async fn of_two_relays_one_publishes_and_the_other_takes_over_within_5s() {
     );
     assert!(standby.stats.active.load(Ordering::SeqCst));
     assert_stream_is_the_log(&env, &js, &store).await;
-    standby.stop.cancel();
-    let _ = standby.task.await;
+    standby.running.stop().await;
 }
 
 #[tokio::test]
@@ -380,9 +341,8 @@ async fn a_batch_size_above_the_ack_window_cannot_stall_the_relay() {
     for writer in spawn_writers(&store, 8, 12_000, Duration::ZERO) {
         writer.await.expect("writer");
     }
-    let relay = spawn_relay(&env, &store, &js, 5000);
+    let relay = spawn_relay(&env, 5000);
     wait_for_messages(&js, env.stream.as_str(), 12_000, Duration::from_secs(60)).await;
     assert_stream_is_the_log(&env, &js, &store).await;
-    relay.stop.cancel();
-    let _ = relay.task.await;
+    relay.running.stop().await;
 }

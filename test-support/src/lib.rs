@@ -28,7 +28,7 @@ use std::future::Future;
 use std::sync::Once;
 
 pub use running::Running;
-pub use wait::{poll, wait_for};
+pub use wait::{eventually, poll, throughout, wait_for};
 
 use async_nats::jetstream;
 use eventstore::db::DatabaseUrl;

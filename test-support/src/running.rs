@@ -42,6 +42,11 @@ impl<T: Send + 'static> Running<T> {
             .unwrap_or_else(|| panic!("the task did not stop within {STOP_WITHIN:?}"))
     }
 
+    /// Asks the task to stop, without waiting for it.
+    pub fn ask_to_stop(&self) {
+        self.stop.cancel();
+    }
+
     /// What the task returned, if it ends within `within` (by itself: this
     /// does not ask it to stop); `None` while it still runs. Re-raises its
     /// panic.

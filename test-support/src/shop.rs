@@ -7,7 +7,7 @@ use domain::product::{Product, ProductCommand};
 use domain::user::{User, UserCommand};
 use domain::values::{CancelReason, Email, Money, Name, Quantity, Sku};
 use eventstore::executor::{CommandContext, Executor};
-use eventstore::relay::RelayStats;
+use eventstore::relay::{RelayConfig, RelayStats};
 use eventstore::{EventStore, Position};
 use uuid::Uuid;
 
@@ -220,9 +220,19 @@ pub struct RunningRelay {
 /// Starts a relay from `env`'s database to its stream, built as `ordo up`
 /// builds it.
 pub fn spawn_relay(env: &TestEnv) -> RunningRelay {
+    let system = env.system();
+    let config = RelayConfig::new(
+        system.settings().stream.clone(),
+        system.settings().prefix.clone(),
+    );
+    spawn_relay_with(env, config)
+}
+
+/// The same with settings of the test's (a batch size).
+pub fn spawn_relay_with(env: &TestEnv, config: RelayConfig) -> RunningRelay {
     let relay = env
         .system()
-        .relay()
+        .relay_with(config)
         .unwrap_or_else(|e| panic!("relay: {e}"));
     let stats = relay.stats();
     let running = Running::spawn(|stop| async move {

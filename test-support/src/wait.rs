@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 /// How often a condition is looked at again.
 const POLL: Duration = Duration::from_millis(10);
 
+/// How often a condition that costs nothing to look at (an atomic, a flag)
+/// is looked at: often enough for tests that time what they wait for.
+const QUICK_POLL: Duration = Duration::from_millis(2);
+
 /// Looks with `check` until it returns something, and returns that; panics
 /// after `within`.
 pub async fn wait_for<T, F, Fut>(within: Duration, mut check: F) -> T
@@ -44,4 +48,25 @@ where
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Waits until `done` holds, looking every few milliseconds; panics with
+/// `what` after `within`.
+pub async fn eventually(what: &str, within: Duration, done: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(QUICK_POLL).await;
+    }
+}
+
+/// Watches for `within` that `ok` keeps holding (for what must not happen,
+/// such as a standby taking a held lock); panics with `what` if it fails.
+pub async fn throughout(what: &str, within: Duration, ok: impl Fn() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        assert!(ok(), "{what}");
+        tokio::time::sleep(QUICK_POLL).await;
+    }
+    assert!(ok(), "{what}");
 }
