@@ -15,7 +15,8 @@ use eventstore::{
     AppendRequest, EventStore, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent,
 };
 use rand::Rng as _;
-use test_support::TestEnv;
+use test_support::log::horizon_clears;
+use test_support::{poll, wait_for, TestEnv};
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
@@ -87,28 +88,26 @@ async fn read_ids(store: &EventStore, count: usize) -> Vec<Uuid> {
 /// What [`read_all`] gives once it gives at least `count` events (within ten
 /// seconds), for the same reason as [`read_ids`].
 async fn read_at_least(store: &EventStore, count: usize) -> Vec<RecordedEvent> {
-    for _ in 0..200 {
-        let all = read_all(store).await;
-        if all.len() >= count {
-            return all;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    read_all(store).await
+    poll(
+        Duration::from_secs(10),
+        || read_all(store),
+        |all| all.len() >= count,
+    )
+    .await
 }
 
 /// Whether `horizon()` says the transaction of backend `pid` may append,
 /// once that transaction is the oldest on the server (other tests'
 /// transactions that began before it end within moments).
 async fn holder_may_append(store: &EventStore, pid: i32) -> bool {
-    for _ in 0..400 {
+    wait_for(Duration::from_secs(20), || async {
         let horizon = store.horizon().await.expect("horizon");
-        if let Some(holder) = horizon.holder.filter(|h| h.pid == pid) {
-            return holder.may_append;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("pid {pid} never became the oldest transaction");
+        horizon
+            .holder
+            .filter(|h| h.pid == pid)
+            .map(|holder| holder.may_append)
+    })
+    .await
 }
 
 async fn backend_pid(client: &impl deadpool_postgres::GenericClient) -> i32 {
@@ -117,17 +116,6 @@ async fn backend_pid(client: &impl deadpool_postgres::GenericClient) -> i32 {
         .await
         .expect("pid")
         .get(0)
-}
-
-/// Waits (a while) for nothing to be pending beyond the horizon.
-async fn clears(store: &EventStore) -> bool {
-    for _ in 0..200 {
-        if !store.pending_beyond_horizon().await.expect("ask") {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
 }
 
 fn ids(events: &[RecordedEvent]) -> Vec<Uuid> {
@@ -172,7 +160,7 @@ async fn an_open_transaction_that_appended_holds_later_events_back_until_it_ends
         vec![before, early, late],
         "the late committer sorts before the event that committed first, as it began first"
     );
-    assert!(clears(&store).await, "the horizon moves on");
+    assert!(horizon_clears(&store).await, "the horizon moves on");
 }
 
 #[tokio::test]

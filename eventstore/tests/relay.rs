@@ -10,10 +10,10 @@ use async_nats::jetstream;
 use eventstore::envelope::Envelope;
 use eventstore::notify::LogListener;
 use eventstore::relay::{Relay, RelayConfig};
-use eventstore::store::LogFilter;
-use eventstore::{AppendRequest, EventStore, ExpectedVersion, Metadata, NewEvent, Position};
+use eventstore::{AppendRequest, EventStore, ExpectedVersion, Metadata, NewEvent};
 use rand::Rng as _;
 use serde_json::json;
+use test_support::log::whole_log;
 use test_support::servers::{read_stream_messages, PrivateNats};
 use test_support::shop::{spawn_relay_with, RunningRelay};
 use test_support::{poll, wait_for, TestEnv};
@@ -71,30 +71,6 @@ fn spawn_writers(
             })
         })
         .collect()
-}
-
-/// The whole log as committed now. It is read below the server's oldest
-/// running transaction, which other tests' work may hold back for a moment,
-/// so an empty page before the log's head means "again", not "the end".
-async fn whole_log(store: &EventStore) -> Vec<eventstore::RecordedEvent> {
-    let head = store.head().await.expect("head");
-    let mut all = Vec::new();
-    let mut after = Position::START;
-    loop {
-        let batch = wait_for(Duration::from_secs(20), || async move {
-            let batch = store
-                .read_log(after, &LogFilter::default(), 5000)
-                .await
-                .expect("read");
-            (!batch.is_empty() || after >= head).then_some(batch)
-        })
-        .await;
-        let Some(last) = batch.last() else {
-            return all;
-        };
-        after = last.position;
-        all.extend(batch);
-    }
 }
 
 async fn wait_for_messages(

@@ -11,7 +11,8 @@ use eventstore::{
     AppendRequest, EventStore, ExpectedVersion, Metadata, NewEvent, Position, StoreError,
 };
 use serde_json::json;
-use test_support::TestEnv;
+use test_support::log::{horizon_clears, whole_log};
+use test_support::{wait_for, TestEnv};
 use uuid::Uuid;
 
 fn event(n: usize) -> NewEvent {
@@ -491,29 +492,11 @@ async fn a_follower_never_skips_events_that_commit_late() {
     // A later full read gives the same order. (Below the server's oldest
     // running transaction, which other tests may hold back for a moment: an
     // empty page before the log's head means "again".)
-    let head = store.head().await.expect("head");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let mut full = Vec::new();
-    let mut after = Position::START;
-    loop {
-        let batch = store
-            .read_log(after, &LogFilter::default(), 5000)
-            .await
-            .expect("read");
-        let Some(last) = batch.last() else {
-            if after >= head {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the log's head is never readable"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            continue;
-        };
-        after = last.position;
-        full.extend(batch.into_iter().map(|e| (e.position, e.event_id)));
-    }
+    let full: Vec<(Position, Uuid)> = whole_log(&store)
+        .await
+        .into_iter()
+        .map(|e| (e.position, e.event_id))
+        .collect();
     assert_eq!(
         full, seen,
         "the order seen while writing equals a later full read"
@@ -542,7 +525,7 @@ async fn events_committed_behind_an_open_transaction_are_pending_beyond_the_hori
     // The horizon is the whole server's: other tests' transactions hold it
     // for moments, so "below the horizon" is waited for.
     assert!(
-        clears(&store).await,
+        horizon_clears(&store).await,
         "with no transaction open every committed event is below the horizon"
     );
 
@@ -567,18 +550,7 @@ async fn events_committed_behind_an_open_transaction_are_pending_beyond_the_hori
         "an event committed after the open transaction began waits beyond the horizon"
     );
     open.rollback().await.expect("rollback");
-    assert!(clears(&store).await, "the horizon moves on");
-}
-
-/// Waits (a while) for nothing to be pending beyond the horizon.
-async fn clears(store: &EventStore) -> bool {
-    for _ in 0..200 {
-        if !store.pending_beyond_horizon().await.expect("ask") {
-            return true;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    false
+    assert!(horizon_clears(&store).await, "the horizon moves on");
 }
 
 /// Many appends at once are written together (see `eventstore::group`), and
@@ -835,22 +807,17 @@ async fn the_unfiltered_log_read_is_prepared_once_and_never_reads_the_whole_log(
         // Pages of at most 60 until the round's events are all read (the
         // log is read below the server's oldest running transaction, which
         // other tests' work may hold back for a moment).
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         let mut read = Vec::new();
         while read.len() < 100 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "round {round}: {} of 100 read",
-                read.len()
-            );
-            let page = store
-                .read_log(cursor, &LogFilter::default(), 60)
-                .await
-                .expect("page");
-            if page.is_empty() {
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                continue;
-            }
+            let store = &store;
+            let page = wait_for(std::time::Duration::from_secs(20), || async move {
+                let page = store
+                    .read_log(cursor, &LogFilter::default(), 60)
+                    .await
+                    .expect("page");
+                (!page.is_empty()).then_some(page)
+            })
+            .await;
             cursor = page.last().expect("a page").position;
             read.extend(page);
         }

@@ -19,6 +19,7 @@
 //! exports), defaulting to the local ones. Set `TEST_LOG=1` to see logs and
 //! `ORDO_TEST_KEEP=1` to keep the database and stream of a failing test.
 
+pub mod log;
 pub mod running;
 pub mod servers;
 pub mod shop;
