@@ -7,7 +7,7 @@
 //! - [`store`]: [`EventStore`]: appends, stream and log reads, snapshots.
 //! - [`group`]: group commit: concurrent appends written in one statement.
 //! - [`follow`]: a cursor following the log in order, waiting for more.
-//! - [`executor`]: load, decide, append, retry on conflict.
+//! - [`executor`]: load, decide, append, retry on conflict; placing an order.
 //! - [`leadership`]: jobs one process at a time does (relay, projections,
 //!   sagas, rebuilds): advisory locks, standby, terms, backoff.
 //! - [`notify`]: waking log readers after appends, without serialising writers.
