@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use domain::aggregate::Aggregate;
-use eventstore::executor::{CommandContext, Executed};
+use eventstore::executor::{CommandContext, ExecuteError, Executed};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use utoipa::ToSchema;
@@ -177,6 +177,16 @@ pub async fn execute<A: Aggregate>(
 ) -> Result<(Executed<A>, CommandResponse), ApiError> {
     let stream_id = format!("{}-{id}", A::STREAM_TYPE.as_str());
     let outcome = state.executor.execute::<A>(&stream_id, command, ctx).await;
+    answer(state, id, outcome).await
+}
+
+/// Counts what executing a command on aggregate `id` came to, and shapes the
+/// answer.
+pub async fn answer<A: Aggregate>(
+    state: &AppState,
+    id: Uuid,
+    outcome: Result<Executed<A>, ExecuteError<A::Error>>,
+) -> Result<(Executed<A>, CommandResponse), ApiError> {
     let label = match &outcome {
         Ok(_) => "ok",
         Err(eventstore::executor::ExecuteError::Rejected(_)) => "rejected",
@@ -199,7 +209,7 @@ pub async fn execute<A: Aggregate>(
         // Nothing changed: the point after the stream's last event.
         None => state
             .store
-            .stream_head(&stream_id)
+            .stream_head(&executed.stream_id)
             .await?
             .unwrap_or_default(),
     };

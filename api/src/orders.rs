@@ -8,8 +8,6 @@ use axum::Json;
 use domain::aggregate::Aggregate;
 use domain::ids::{OrderId, ProductId, UserId};
 use domain::order::{Order, OrderCommand, OrderState};
-use domain::product::Product;
-use domain::user::User;
 use domain::values::{CancelReason, Quantity};
 use eventstore::envelope::Envelope;
 use eventstore::store::{AsOf, LogFilter};
@@ -22,7 +20,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::commands::{context, execute, idempotent, new_id, request_hash, CommandResponse};
+use crate::commands::{
+    answer, context, execute, idempotent, new_id, request_hash, CommandResponse,
+};
 use crate::doc::{EventDoc, OrderDoc};
 use crate::error::responses::{
     BadRequest, Conflict, NotFound, PayloadTooLarge, Unavailable, UnsupportedMediaType, Validation,
@@ -200,33 +200,18 @@ async fn place(
     let id = new_id(&meta, "POST /orders", input.id);
     state.admission.admit().await;
     idempotent(&state, &meta, "POST /orders", &body, |key| async {
-        // The order rule needs the user and every product as they are now,
-        // read from the event log (not the read models, which may lag).
-        // One query reads whatever they have seen since this process cached them.
-        let streams: Vec<String> = lines
-            .iter()
-            .map(|(product, _)| product.stream_id())
-            .collect();
-        let (user, products) = state
-            .executor
-            .load_together::<User, Product>(&UserId::new(input.user_id).stream_id(), &streams)
-            .await?;
-        let user = user.state;
-        let requested: Vec<_> = lines
-            .iter()
-            .zip(&products)
-            .map(|((id, quantity), loaded)| (*id, *quantity, &*loaded.state))
-            .collect();
-        let command = domain::order::place_order(OrderId::new(id), &user, &requested)
-            .map_err(|e| ApiError::from_domain(&e))?;
         let command_id = key.or_else(|| {
             input
                 .id
                 .map(|id| format!("create:order-{id}:{}", request_hash(&[&body])))
         });
         // Everything an order causes shares its id as correlation id.
-        let (_, mut answer) =
-            execute::<Order>(&state, id, command, &context(&meta, Some(id), command_id)).await?;
+        let ctx = context(&meta, Some(id), command_id);
+        let placed = state
+            .executor
+            .place_order(OrderId::new(id), UserId::new(input.user_id), &lines, &ctx)
+            .await;
+        let (_, mut answer) = answer::<Order>(&state, id, placed).await?;
         answer.status = Some("pending".into());
         Ok((StatusCode::ACCEPTED, answer))
     })
