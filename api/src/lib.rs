@@ -200,8 +200,9 @@ pub async fn serve(
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    /// Position-token parameters repeat the pattern as a literal (utoipa's
-    /// attributes take no constants): they must say what `reads` parses.
+    /// Position-token parameters must say what `reads` parses: each names
+    /// `reads::PositionToken` as its type, and none may spell a pattern of
+    /// its own.
     #[test]
     fn every_token_parameter_carries_the_position_pattern() {
         let spec = super::document(&super::openapi());

@@ -31,7 +31,7 @@ use crate::extract::{
     JsonInput, NoInput,
 };
 use crate::input::{pattern_schema, validation, AmountInput, WholeInput, REASON_PATTERN};
-use crate::reads::{position, wait};
+use crate::reads::{position, wait, PositionToken};
 use crate::AppState;
 
 /// Every `/orders` route.
@@ -123,7 +123,7 @@ fn reason_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
 pub struct OrderQuery {
     /// See `min_position` on every read (ignored with `as_of`, which reads
     /// the event log itself).
-    #[param(pattern = r"^[0-9]{1,19}\.[0-9]{1,18}$", example = "1234.5678")]
+    #[param(value_type = Option<PositionToken>, inline, example = "1234.5678")]
     pub min_position: Option<String>,
     /// A position token or an RFC 3339 time: the order as it stood then,
     /// folded from the event log.
@@ -134,12 +134,7 @@ pub struct OrderQuery {
 fn as_of_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
     use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
     OneOfBuilder::new()
-        .item(
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .pattern(Some(crate::reads::POSITION_PATTERN))
-                .examples(["1234.5678"]),
-        )
+        .item(PositionToken::object().examples(["1234.5678"]))
         .item(
             ObjectBuilder::new()
                 .schema_type(Type::String)

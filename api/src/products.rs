@@ -25,7 +25,7 @@ use crate::extract::{
     optional_uuid_field, parse_uuid, ApiQuery, IdParam, IdPath, IdempotencyKey, JsonInput, NoInput,
 };
 use crate::input::{pattern_schema, validation, AmountInput, WholeInput, SKU_PATTERN};
-use crate::reads::{wait, ReadParams};
+use crate::reads::{page_limit, wait, PositionToken, ReadParams};
 use crate::users::name_schema;
 use crate::AppState;
 
@@ -118,7 +118,7 @@ pub struct PageQuery {
     #[param(value_type = Option<Uuid>)]
     pub cursor: Option<String>,
     /// See `min_position` on every read.
-    #[param(pattern = r"^[0-9]{1,19}\.[0-9]{1,18}$", example = "1234.5678")]
+    #[param(value_type = Option<PositionToken>, inline, example = "1234.5678")]
     pub min_position: Option<String>,
 }
 
@@ -212,12 +212,7 @@ async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<ProductPage>, ApiError> {
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::BadRequest(
-            "limit must be between 1 and 500".into(),
-        ));
-    }
+    let limit = page_limit(query.limit, 50, 500)?;
     let after = query
         .cursor
         .as_deref()

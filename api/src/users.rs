@@ -25,7 +25,7 @@ use crate::extract::{
     optional_uuid_field, ApiQuery, IdParam, IdPath, IdempotencyKey, JsonInput, NoInput,
 };
 use crate::input::{email_length, pattern_schema, validation, EMAIL_PATTERN, NAME_PATTERN};
-use crate::reads::{wait, ReadParams};
+use crate::reads::{wait, PositionToken, ReadParams};
 use crate::AppState;
 
 /// Every `/users` route.
@@ -114,7 +114,7 @@ pub struct EmailQuery {
     /// text that is no email finds nobody).
     pub email: String,
     /// See `min_position` on every read.
-    #[param(pattern = r"^[0-9]{1,19}\.[0-9]{1,18}$", example = "1234.5678")]
+    #[param(value_type = Option<PositionToken>, inline, example = "1234.5678")]
     pub min_position: Option<String>,
 }
 
