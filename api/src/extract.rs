@@ -78,7 +78,8 @@ impl<T: JsonInput> CommandInput for Option<T> {
 }
 
 /// No input: the command takes none (`ship`, `deactivate`, ...). Whatever
-/// body comes is not read, only held to what an idempotency key binds.
+/// body comes is not read; it only counts in the request an idempotency key
+/// is bound to.
 #[derive(Debug, Clone, Copy)]
 pub struct NoInput;
 
