@@ -5,7 +5,7 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use chrono::{DateTime, Timelike, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
@@ -17,11 +17,13 @@ use crate::error::ApiError;
 /// The most a body may hold.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-/// Parses a JSON body. `required`: an empty body is an error; otherwise it
-/// means `T::default()`-like `null` (the caller decides).
-pub fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, ApiError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
+/// Parses a JSON body strictly: a JSON media type (415 otherwise), then
+/// exactly `T` (400 otherwise).
+fn json_body<T: DeserializeOwned>(
+    content_type: Option<&HeaderValue>,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    let content_type = content_type
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let essence = content_type
@@ -48,16 +50,43 @@ pub fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Resul
     })
 }
 
-/// A JSON body that may be absent (`POST /orders/{id}/cancel`): no body
-/// means `None`; a body must be JSON.
-pub fn optional_json_body<T: DeserializeOwned>(
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Option<T>, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
+/// How a command reads its body (see `commands::Command`).
+pub trait CommandInput: Sized + Send {
+    /// The body as this input, from the request's `Content-Type` and bytes.
+    fn read(content_type: Option<&HeaderValue>, body: &[u8]) -> Result<Self, ApiError>;
+}
+
+/// A request body that is JSON of this shape and nothing else; as a
+/// command's input it is required, as `Option<Self>` it may be left out.
+pub trait JsonInput: DeserializeOwned + Send {}
+
+impl<T: JsonInput> CommandInput for T {
+    fn read(content_type: Option<&HeaderValue>, body: &[u8]) -> Result<Self, ApiError> {
+        json_body(content_type, body)
     }
-    json_body(headers, body).map(Some)
+}
+
+/// An optional body (`POST /orders/{id}/cancel`): no body, or a JSON
+/// `null`, is `None`; a body must be JSON.
+impl<T: JsonInput> CommandInput for Option<T> {
+    fn read(content_type: Option<&HeaderValue>, body: &[u8]) -> Result<Self, ApiError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        json_body::<Option<T>>(content_type, body)
+    }
+}
+
+/// No input: the command takes none (`ship`, `deactivate`, ...). Whatever
+/// body comes is not read; it only counts in the request an idempotency key
+/// is bound to.
+#[derive(Debug, Clone, Copy)]
+pub struct NoInput;
+
+impl CommandInput for NoInput {
+    fn read(_: Option<&HeaderValue>, _: &[u8]) -> Result<Self, ApiError> {
+        Ok(NoInput)
+    }
 }
 
 /// The raw body, at most [`BODY_LIMIT`] bytes: over it, 413 problem+json
@@ -151,8 +180,8 @@ pub fn parse_time(raw: &str, what: &str) -> Result<DateTime<Utc>, ApiError> {
     Ok(utc)
 }
 
-/// The `Idempotency-Key` header, as the OpenAPI document describes it (the
-/// value itself is read by [`RequestMeta`]).
+/// The `Idempotency-Key` header: as the OpenAPI document describes it, and
+/// as read (1 to 255 visible ASCII characters, or 400).
 #[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Header)]
 pub struct IdempotencyKey {
@@ -167,6 +196,27 @@ pub struct IdempotencyKey {
         example = "order-2026-11-23-0001"
     )]
     pub key: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get("idempotency-key") else {
+            return Ok(IdempotencyKey { key: None });
+        };
+        let key = value
+            .to_str()
+            .map_err(|_| ApiError::BadRequest("Idempotency-Key must be ASCII".into()))?;
+        if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ApiError::BadRequest(
+                "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
+            ));
+        }
+        Ok(IdempotencyKey {
+            key: Some(key.to_owned()),
+        })
+    }
 }
 
 /// `{id}` in a path, as the OpenAPI document describes it.
@@ -199,8 +249,6 @@ pub struct RequestMeta {
     pub request_id: String,
     /// The W3C trace id of `traceparent`, when there is one.
     pub trace_id: Option<String>,
-    /// `Idempotency-Key`.
-    pub idempotency_key: Option<String>,
 }
 
 impl RequestMeta {
@@ -236,24 +284,9 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
             (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id != "0".repeat(32))
                 .then(|| id.to_ascii_lowercase())
         });
-        let idempotency_key = match parts.headers.get("idempotency-key") {
-            None => None,
-            Some(value) => {
-                let key = value
-                    .to_str()
-                    .map_err(|_| ApiError::BadRequest("Idempotency-Key must be ASCII".into()))?;
-                if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
-                    return Err(ApiError::BadRequest(
-                        "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
-                    ));
-                }
-                Some(key.to_owned())
-            }
-        };
         Ok(RequestMeta {
             request_id,
             trace_id,
-            idempotency_key,
         })
     }
 }

@@ -11,7 +11,7 @@
 //!   each pattern against its parser on generated strings, so the document
 //!   and the server cannot drift apart.
 
-use domain::values::{Email, Money, Quantity};
+use domain::values::{Email, Money, Quantity, ValueError};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
@@ -105,7 +105,7 @@ impl AmountInput {
                 )))
             }
         };
-        Money::new(decimal).map_err(|e| ApiError::Validation(format!("{field}: {e}")))
+        Money::new(decimal).map_err(validation(field))
     }
 
     /// The schema of an amount: a decimal string, or a JSON number that is a
@@ -270,7 +270,7 @@ impl WholeInput {
         }
         let n =
             u32::try_from(n).map_err(|_| ApiError::Validation(format!("{field} is too large")))?;
-        Quantity::new(n).map_err(|e| ApiError::Validation(format!("{field}: {e}")))
+        Quantity::new(n).map_err(validation(field))
     }
 
     /// A stock level: 0 to 1 000 000.
@@ -310,6 +310,11 @@ fn whole_schema(minimum: u32, description: &str) -> RefOr<Schema> {
         .maximum(Some(Quantity::MAX))
         .description(Some(description))
         .into()
+}
+
+/// The domain's refusal of a request value as a 422 naming the field.
+pub fn validation(field: &str) -> impl FnOnce(ValueError) -> ApiError + '_ {
+    move |e| ApiError::Validation(format!("{field}: {e}"))
 }
 
 /// Checks what the email pattern cannot: at most 254 characters as written

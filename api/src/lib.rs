@@ -1,11 +1,13 @@
-//! ordo's HTTP API (CONTRACT.md section 2).
+//! ordo's HTTP API: commands and queries over users, products and orders,
+//! the event log, sagas and operations, described by an OpenAPI document.
 //!
 //! - [`users`], [`products`], [`orders`]: commands and queries of each resource.
 //! - [`log`]: the event log (`/streams/{id}/events`, `/events`).
 //! - [`sagas`]: `GET /sagas/{order_id}`.
 //! - [`health`]: `/health`, `/ready`, `/metrics`, `/projections`.
 //! - [`admission`]: new orders wait while the consumers lag.
-//! - [`commands`]: idempotency keys, event metadata, executing, answering.
+//! - [`commands`]: [`commands::Command`], what every command handler is
+//!   given; idempotency keys, event metadata, executing, answering.
 //! - [`reads`]: `min_position` (read your own writes), waited for through
 //!   [`applied`], one watcher of the checkpoints for every waiter.
 //! - [`extract`], [`input`]: reading requests strictly and amounts exactly,
@@ -198,8 +200,9 @@ pub async fn serve(
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    /// Position-token parameters repeat the pattern as a literal (utoipa's
-    /// attributes take no constants): they must say what `reads` parses.
+    /// Position-token parameters must say what `reads` parses: each names
+    /// `reads::PositionToken` as its type, and none may spell a pattern of
+    /// its own.
     #[test]
     fn every_token_parameter_carries_the_position_pattern() {
         let spec = super::document(&super::openapi());

@@ -14,7 +14,7 @@ use crate::doc::{EventDoc, PositionDoc, StreamTypeDoc};
 use crate::error::responses::{BadRequest, NotFound, Unavailable};
 use crate::error::ApiError;
 use crate::extract::{parse_time, parse_uuid, ApiQuery};
-use crate::reads::position;
+use crate::reads::{page_limit, position, PositionToken};
 use crate::AppState;
 
 /// Every event-log route.
@@ -27,17 +27,6 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Default and largest page.
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
-
-fn limit(limit: Option<i64>) -> Result<i64, ApiError> {
-    let limit = limit.unwrap_or(DEFAULT_LIMIT);
-    if (1..=MAX_LIMIT).contains(&limit) {
-        Ok(limit)
-    } else {
-        Err(ApiError::BadRequest(format!(
-            "limit must be between 1 and {MAX_LIMIT}"
-        )))
-    }
-}
 
 /// Events, as envelopes.
 #[derive(Debug, Serialize, ToSchema)]
@@ -91,7 +80,7 @@ pub struct StreamIdParam {
 pub struct LogQuery {
     /// Only events after this position token (any token: one past the end
     /// of the log gives an empty page).
-    #[param(pattern = r"^[0-9]{1,19}\.[0-9]{1,18}$", example = "1234.5678")]
+    #[param(value_type = Option<PositionToken>, inline, example = "1234.5678")]
     pub after: Option<String>,
     /// At most this many (1 to 1000, default 100).
     #[param(minimum = 1, maximum = 1000)]
@@ -134,7 +123,7 @@ async fn stream_events(
         ))
     })?;
     let stream_id = format!("{}-{id}", stream_type.as_str());
-    let limit = limit(query.limit)?;
+    let limit = page_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let from = match query.from_version {
         None => 1,
         Some(v) if v >= 0 => v.max(1),
@@ -169,7 +158,7 @@ async fn log_events(
         .map(position)
         .transpose()?
         .unwrap_or(Position::START);
-    let limit = limit(query.limit)?;
+    let limit = page_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     if let Some(stream_type) = &query.stream_type {
         if stream_type.parse::<domain::ids::StreamType>().is_err() {
             return Err(ApiError::BadRequest(

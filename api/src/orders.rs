@@ -2,14 +2,12 @@
 //! stood then), and its timeline.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use domain::aggregate::Aggregate;
 use domain::ids::{OrderId, ProductId, UserId};
-use domain::order::{Order, OrderCommand, OrderState};
-use domain::product::Product;
-use domain::user::User;
+use domain::order::{Order, OrderCommand, OrderState, MAX_LINES};
 use domain::values::{CancelReason, Quantity};
 use eventstore::envelope::Envelope;
 use eventstore::store::{AsOf, LogFilter};
@@ -22,18 +20,18 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::commands::{context, execute, idempotent, new_id, request_hash, CommandResponse};
+use crate::commands::{answer, Command, CommandResponse};
 use crate::doc::{EventDoc, OrderDoc};
 use crate::error::responses::{
     BadRequest, Conflict, NotFound, PayloadTooLarge, Unavailable, UnsupportedMediaType, Validation,
 };
 use crate::error::ApiError;
 use crate::extract::{
-    json_body, optional_json_body, optional_uuid_field, parse_time, uuid_field, ApiQuery, Body,
-    IdParam, IdPath, IdempotencyKey, RequestMeta,
+    optional_uuid_field, parse_time, uuid_field, ApiQuery, IdParam, IdPath, IdempotencyKey,
+    JsonInput, NoInput,
 };
-use crate::input::{pattern_schema, AmountInput, WholeInput, REASON_PATTERN};
-use crate::reads::{position, wait};
+use crate::input::{pattern_schema, validation, AmountInput, WholeInput, REASON_PATTERN};
+use crate::reads::{position, wait, PositionToken};
 use crate::AppState;
 
 /// Every `/orders` route.
@@ -47,9 +45,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_order))
         .routes(routes!(timeline))
 }
-
-/// The most lines an order may have.
-const MAX_LINES: usize = 100;
 
 /// `POST /orders`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -66,6 +61,8 @@ pub struct PlaceOrder {
     #[serde(default, deserialize_with = "optional_uuid_field")]
     pub id: Option<Uuid>,
 }
+
+impl JsonInput for PlaceOrder {}
 
 /// One line of `POST /orders`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -88,8 +85,10 @@ pub struct Pay {
     pub amount: AmountInput,
 }
 
+impl JsonInput for Pay {}
+
 /// `POST /orders/{id}/cancel`.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Cancel {
     /// Why (default `customer_request`).
@@ -97,6 +96,8 @@ pub struct Cancel {
     #[schema(schema_with = reason_schema)]
     pub reason: Option<String>,
 }
+
+impl JsonInput for Cancel {}
 
 fn reason_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
     utoipa::openapi::schema::OneOfBuilder::new()
@@ -122,7 +123,7 @@ fn reason_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
 pub struct OrderQuery {
     /// See `min_position` on every read (ignored with `as_of`, which reads
     /// the event log itself).
-    #[param(pattern = r"^[0-9]{1,19}\.[0-9]{1,18}$", example = "1234.5678")]
+    #[param(value_type = Option<PositionToken>, inline, example = "1234.5678")]
     pub min_position: Option<String>,
     /// A position token or an RFC 3339 time: the order as it stood then,
     /// folded from the event log.
@@ -133,12 +134,7 @@ pub struct OrderQuery {
 fn as_of_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
     use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
     OneOfBuilder::new()
-        .item(
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .pattern(Some(crate::reads::POSITION_PATTERN))
-                .examples(["1234.5678"]),
-        )
+        .item(PositionToken::object().examples(["1234.5678"]))
         .item(
             ObjectBuilder::new()
                 .schema_type(Type::String)
@@ -156,10 +152,6 @@ pub struct Timeline {
     pub events: Vec<Envelope>,
 }
 
-fn validation(field: &str) -> impl Fn(domain::values::ValueError) -> ApiError + '_ {
-    move |e| ApiError::Validation(format!("{field}: {e}"))
-}
-
 #[utoipa::path(post, path = "/orders", tag = "orders", request_body = PlaceOrder,
     params(IdempotencyKey),
     responses((status = 202, description = "Accepted, pending: stock is being reserved", body = CommandResponse,
@@ -175,13 +167,10 @@ fn validation(field: &str) -> impl Fn(domain::values::ValueError) -> ApiError + 
         (status = 400, response = BadRequest), (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge), (status = 415, response = UnsupportedMediaType),
         (status = 422, response = Validation), (status = 503, response = Unavailable)))]
-async fn place(
-    State(state): State<AppState>,
-    meta: RequestMeta,
-    headers: HeaderMap,
-    Body(body): Body,
-) -> Result<Response, ApiError> {
-    let input: PlaceOrder = json_body(&headers, &body)?;
+async fn place(command: Command<PlaceOrder>) -> Result<Response, ApiError> {
+    let input = &command.input;
+    // Checked before the lines are read, so that a request with too many
+    // lines is told so rather than about one of them.
     if input.lines.is_empty() {
         return Err(ApiError::Validation(
             "an order needs at least one line".into(),
@@ -197,58 +186,22 @@ async fn place(
         let quantity: Quantity = line.quantity.quantity(&format!("lines[{i}].quantity"))?;
         lines.push((ProductId::new(line.product_id), quantity));
     }
-    let id = new_id(&meta, "POST /orders", input.id);
+    let id = command.new_id(input.id);
+    let state = &command.state;
     state.admission.admit().await;
-    idempotent(&state, &meta, "POST /orders", &body, |key| async {
-        // The order rule needs the user and every product as they are now,
-        // read from the event log (not the read models, which may lag).
-        // One query reads whatever they have seen since this process cached them.
-        let streams: Vec<String> = lines
-            .iter()
-            .map(|(product, _)| product.stream_id())
-            .collect();
-        let (user, products) = state
-            .executor
-            .load_together::<User, Product>(&UserId::new(input.user_id).stream_id(), &streams)
-            .await?;
-        let user = user.state;
-        let requested: Vec<_> = lines
-            .iter()
-            .zip(&products)
-            .map(|((id, quantity), loaded)| (*id, *quantity, &*loaded.state))
-            .collect();
-        let command = domain::order::place_order(OrderId::new(id), &user, &requested)
-            .map_err(|e| ApiError::from_domain(&e))?;
-        let command_id = key.or_else(|| {
-            input
-                .id
-                .map(|id| format!("create:order-{id}:{}", request_hash(&[&body])))
-        });
-        // Everything an order causes shares its id as correlation id.
-        let (_, mut answer) =
-            execute::<Order>(&state, id, command, &context(&meta, Some(id), command_id)).await?;
-        answer.status = Some("pending".into());
-        Ok((StatusCode::ACCEPTED, answer))
-    })
-    .await
-}
-
-/// Runs a lifecycle command on an order and answers with its new status.
-async fn transition(
-    state: &AppState,
-    meta: &RequestMeta,
-    id: Uuid,
-    route: &str,
-    body: &[u8],
-    command: OrderCommand,
-) -> Result<Response, ApiError> {
-    idempotent(state, meta, route, body, |key| async {
-        let (executed, mut answer) =
-            execute::<Order>(state, id, command, &context(meta, Some(id), key)).await?;
-        answer.status = executed.state.status().map(|s| s.as_str().to_owned());
-        Ok((StatusCode::OK, answer))
-    })
-    .await
+    command
+        .run::<Order, _, _>(id, input.id, |ctx| async move {
+            let placed = state
+                .executor
+                .place_order(OrderId::new(id), UserId::new(input.user_id), &lines, &ctx)
+                .await;
+            let (_, mut answer) = answer::<Order>(state, id, placed).await?;
+            // The answer to a placement, also to a repeat of it: the order
+            // as placed, before the saga has reserved anything.
+            answer.status = Some("pending".into());
+            Ok((StatusCode::ACCEPTED, answer))
+        })
+        .await
 }
 
 #[utoipa::path(post, path = "/orders/{id}/pay", tag = "orders", request_body = Pay,
@@ -258,24 +211,9 @@ async fn transition(
         (status = 409, response = Conflict), (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType), (status = 422, response = Validation),
         (status = 503, response = Unavailable)))]
-async fn pay(
-    State(state): State<AppState>,
-    meta: RequestMeta,
-    IdPath(id): IdPath,
-    headers: HeaderMap,
-    Body(body): Body,
-) -> Result<Response, ApiError> {
-    let input: Pay = json_body(&headers, &body)?;
-    let amount = input.amount.money("amount")?;
-    transition(
-        &state,
-        &meta,
-        id,
-        &format!("POST /orders/{id}/pay"),
-        &body,
-        OrderCommand::Pay { amount },
-    )
-    .await
+async fn pay(command: Command<Pay>) -> Result<Response, ApiError> {
+    let amount = command.input.amount.money("amount")?;
+    command.update::<Order>(OrderCommand::Pay { amount }).await
 }
 
 #[utoipa::path(post, path = "/orders/{id}/ship", tag = "orders",
@@ -284,21 +222,8 @@ async fn pay(
         (status = 400, response = BadRequest), (status = 404, response = NotFound),
         (status = 409, response = Conflict), (status = 413, response = PayloadTooLarge),
         (status = 503, response = Unavailable)))]
-async fn ship(
-    State(state): State<AppState>,
-    meta: RequestMeta,
-    IdPath(id): IdPath,
-    Body(body): Body,
-) -> Result<Response, ApiError> {
-    transition(
-        &state,
-        &meta,
-        id,
-        &format!("POST /orders/{id}/ship"),
-        &body,
-        OrderCommand::Ship,
-    )
-    .await
+async fn ship(command: Command<NoInput>) -> Result<Response, ApiError> {
+    command.update::<Order>(OrderCommand::Ship).await
 }
 
 #[utoipa::path(post, path = "/orders/{id}/deliver", tag = "orders",
@@ -307,21 +232,8 @@ async fn ship(
         (status = 400, response = BadRequest), (status = 404, response = NotFound),
         (status = 409, response = Conflict), (status = 413, response = PayloadTooLarge),
         (status = 503, response = Unavailable)))]
-async fn deliver(
-    State(state): State<AppState>,
-    meta: RequestMeta,
-    IdPath(id): IdPath,
-    Body(body): Body,
-) -> Result<Response, ApiError> {
-    transition(
-        &state,
-        &meta,
-        id,
-        &format!("POST /orders/{id}/deliver"),
-        &body,
-        OrderCommand::Deliver,
-    )
-    .await
+async fn deliver(command: Command<NoInput>) -> Result<Response, ApiError> {
+    command.update::<Order>(OrderCommand::Deliver).await
 }
 
 #[utoipa::path(post, path = "/orders/{id}/cancel", tag = "orders",
@@ -332,33 +244,17 @@ async fn deliver(
         (status = 409, response = Conflict), (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType), (status = 422, response = Validation),
         (status = 503, response = Unavailable)))]
-async fn cancel(
-    State(state): State<AppState>,
-    meta: RequestMeta,
-    IdPath(id): IdPath,
-    headers: HeaderMap,
-    Body(body): Body,
-) -> Result<Response, ApiError> {
+async fn cancel(command: Command<Option<Cancel>>) -> Result<Response, ApiError> {
     // No body, or a JSON `null`: no reason given.
-    let input: Cancel = optional_json_body::<Option<Cancel>>(&headers, &body)?
-        .flatten()
-        .unwrap_or_default();
-    let reason = CancelReason::parse(
-        input
-            .reason
-            .as_deref()
-            .unwrap_or(CancelReason::CUSTOMER_REQUEST),
-    )
-    .map_err(validation("reason"))?;
-    transition(
-        &state,
-        &meta,
-        id,
-        &format!("POST /orders/{id}/cancel"),
-        &body,
-        OrderCommand::Cancel { reason },
-    )
-    .await
+    let reason = command
+        .input
+        .as_ref()
+        .and_then(|cancel| cancel.reason.as_deref())
+        .unwrap_or(CancelReason::CUSTOMER_REQUEST);
+    let reason = CancelReason::parse(reason).map_err(validation("reason"))?;
+    command
+        .update::<Order>(OrderCommand::Cancel { reason })
+        .await
 }
 
 #[utoipa::path(get, path = "/orders/{id}", tag = "orders", params(IdParam, OrderQuery),
@@ -461,4 +357,19 @@ async fn timeline(
         return Err(ApiError::NotFound(format!("no order {id}")));
     }
     Ok(Json(Timeline { events }))
+}
+
+#[cfg(test)]
+mod tests {
+    use domain::order::MAX_LINES;
+
+    /// utoipa's attributes take numbers only as literals: the bound the
+    /// document states must be the domain's.
+    #[test]
+    fn the_documented_line_bound_is_the_domains() {
+        let spec = crate::document(&crate::openapi());
+        let lines = &spec["components"]["schemas"]["PlaceOrder"]["properties"]["lines"];
+        assert_eq!(lines["maxItems"], MAX_LINES);
+        assert_eq!(lines["minItems"], 1);
+    }
 }

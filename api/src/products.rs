@@ -1,7 +1,7 @@
 //! `/products`: create, restock, change price, discontinue; read one, page all.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use domain::ids::ProductId;
@@ -15,20 +15,17 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::commands::{
-    context, execute, idempotent, new_id, request_hash, update, CommandResponse,
-};
+use crate::commands::{Command, CommandResponse};
 use crate::doc::ProductDoc;
 use crate::error::responses::{
     BadRequest, Conflict, NotFound, PayloadTooLarge, Unavailable, UnsupportedMediaType, Validation,
 };
 use crate::error::ApiError;
 use crate::extract::{
-    json_body, optional_uuid_field, parse_uuid, ApiQuery, Body, IdParam, IdPath, IdempotencyKey,
-    RequestMeta,
+    optional_uuid_field, parse_uuid, ApiQuery, IdParam, IdPath, IdempotencyKey, JsonInput, NoInput,
 };
-use crate::input::{pattern_schema, AmountInput, WholeInput, SKU_PATTERN};
-use crate::reads::{wait, ReadParams};
+use crate::input::{pattern_schema, validation, AmountInput, WholeInput, SKU_PATTERN};
+use crate::reads::{page_limit, wait, PositionToken, ReadParams};
 use crate::users::name_schema;
 use crate::AppState;
 
@@ -63,6 +60,8 @@ pub struct CreateProduct {
     pub id: Option<Uuid>,
 }
 
+impl JsonInput for CreateProduct {}
+
 /// The schema of a SKU in a request.
 pub fn sku_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
     pattern_schema(
@@ -83,6 +82,8 @@ pub struct Restock {
     pub quantity: WholeInput,
 }
 
+impl JsonInput for Restock {}
+
 /// `POST /products/{id}/price`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -91,6 +92,8 @@ pub struct ChangePrice {
     #[schema(schema_with = AmountInput::schema)]
     pub price: AmountInput,
 }
+
+impl JsonInput for ChangePrice {}
 
 /// A page of products.
 #[derive(Debug, Serialize, ToSchema)]
@@ -115,12 +118,8 @@ pub struct PageQuery {
     #[param(value_type = Option<Uuid>)]
     pub cursor: Option<String>,
     /// See `min_position` on every read.
-    #[param(pattern = r"^[0-9]{1,19}\.[0-9]{1,18}$", example = "1234.5678")]
+    #[param(value_type = Option<PositionToken>, inline, example = "1234.5678")]
     pub min_position: Option<String>,
-}
-
-fn validation(field: &str) -> impl Fn(domain::values::ValueError) -> ApiError + '_ {
-    move |e| ApiError::Validation(format!("{field}: {e}"))
 }
 
 #[utoipa::path(post, path = "/products", tag = "products", request_body = CreateProduct,
@@ -134,36 +133,21 @@ fn validation(field: &str) -> impl Fn(domain::values::ValueError) -> ApiError + 
         (status = 400, response = BadRequest), (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge), (status = 415, response = UnsupportedMediaType),
         (status = 422, response = Validation), (status = 503, response = Unavailable)))]
-async fn create(
-    State(state): State<AppState>,
-    meta: RequestMeta,
-    headers: HeaderMap,
-    Body(body): Body,
-) -> Result<Response, ApiError> {
-    let input: CreateProduct = json_body(&headers, &body)?;
+async fn create(command: Command<CreateProduct>) -> Result<Response, ApiError> {
+    let input = &command.input;
     let sku = Sku::parse(&input.sku).map_err(validation("sku"))?;
     let name = Name::parse(&input.name).map_err(validation("name"))?;
     let price = input.price.money("price")?;
     let stock = input.stock.stock("stock")?;
-    let id = new_id(&meta, "POST /products", input.id);
-    idempotent(&state, &meta, "POST /products", &body, |key| async {
-        let command_id = key.or_else(|| {
-            input
-                .id
-                .map(|id| format!("create:product-{id}:{}", request_hash(&[&body])))
-        });
-        let command = ProductCommand::Create {
+    command
+        .create::<Product>(input.id, StatusCode::CREATED, |id| ProductCommand::Create {
             product_id: ProductId::new(id),
             sku,
             name,
             price,
             stock,
-        };
-        let (_, answer) =
-            execute::<Product>(&state, id, command, &context(&meta, None, command_id)).await?;
-        Ok((StatusCode::CREATED, answer))
-    })
-    .await
+        })
+        .await
 }
 
 #[utoipa::path(post, path = "/products/{id}/restock", tag = "products", request_body = Restock,
@@ -173,24 +157,11 @@ async fn create(
         (status = 409, response = Conflict), (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType), (status = 422, response = Validation),
         (status = 503, response = Unavailable)))]
-async fn restock(
-    State(state): State<AppState>,
-    meta: RequestMeta,
-    IdPath(id): IdPath,
-    headers: HeaderMap,
-    Body(body): Body,
-) -> Result<Response, ApiError> {
-    let input: Restock = json_body(&headers, &body)?;
-    let quantity = input.quantity.quantity("quantity")?;
-    update::<Product>(
-        &state,
-        &meta,
-        id,
-        &format!("POST /products/{id}/restock"),
-        &body,
-        ProductCommand::Restock { quantity },
-    )
-    .await
+async fn restock(command: Command<Restock>) -> Result<Response, ApiError> {
+    let quantity = command.input.quantity.quantity("quantity")?;
+    command
+        .update::<Product>(ProductCommand::Restock { quantity })
+        .await
 }
 
 #[utoipa::path(post, path = "/products/{id}/price", tag = "products", request_body = ChangePrice,
@@ -200,24 +171,11 @@ async fn restock(
         (status = 409, response = Conflict), (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType), (status = 422, response = Validation),
         (status = 503, response = Unavailable)))]
-async fn change_price(
-    State(state): State<AppState>,
-    meta: RequestMeta,
-    IdPath(id): IdPath,
-    headers: HeaderMap,
-    Body(body): Body,
-) -> Result<Response, ApiError> {
-    let input: ChangePrice = json_body(&headers, &body)?;
-    let price = input.price.money("price")?;
-    update::<Product>(
-        &state,
-        &meta,
-        id,
-        &format!("POST /products/{id}/price"),
-        &body,
-        ProductCommand::ChangePrice { price },
-    )
-    .await
+async fn change_price(command: Command<ChangePrice>) -> Result<Response, ApiError> {
+    let price = command.input.price.money("price")?;
+    command
+        .update::<Product>(ProductCommand::ChangePrice { price })
+        .await
 }
 
 #[utoipa::path(post, path = "/products/{id}/discontinue", tag = "products",
@@ -226,21 +184,8 @@ async fn change_price(
         (status = 400, response = BadRequest), (status = 404, response = NotFound),
         (status = 409, response = Conflict), (status = 413, response = PayloadTooLarge),
         (status = 503, response = Unavailable)))]
-async fn discontinue(
-    State(state): State<AppState>,
-    meta: RequestMeta,
-    IdPath(id): IdPath,
-    Body(body): Body,
-) -> Result<Response, ApiError> {
-    update::<Product>(
-        &state,
-        &meta,
-        id,
-        &format!("POST /products/{id}/discontinue"),
-        &body,
-        ProductCommand::Discontinue,
-    )
-    .await
+async fn discontinue(command: Command<NoInput>) -> Result<Response, ApiError> {
+    command.update::<Product>(ProductCommand::Discontinue).await
 }
 
 #[utoipa::path(get, path = "/products/{id}", tag = "products", params(IdParam, ReadParams),
@@ -267,12 +212,7 @@ async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<ProductPage>, ApiError> {
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::BadRequest(
-            "limit must be between 1 and 500".into(),
-        ));
-    }
+    let limit = page_limit(query.limit, 50, 500)?;
     let after = query
         .cursor
         .as_deref()

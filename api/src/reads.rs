@@ -1,10 +1,12 @@
 //! What every read endpoint shares: `min_position` (read your own writes),
-//! and position tokens.
+//! position tokens, page limits.
 
 use eventstore::Position;
 use projectors::Projection;
 use serde::Deserialize;
-use utoipa::IntoParams;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -15,6 +17,30 @@ use crate::AppState;
 /// 18 digits past 10^17 events).
 pub const POSITION_PATTERN: &str = r"^[0-9]{1,19}\.[0-9]{1,18}$";
 
+/// A position token as a parameter's schema: a string of
+/// [`POSITION_PATTERN`]. Parameters that take a token name it as their
+/// `value_type`, inlined, so that the document states the one pattern
+/// [`position`] parses.
+#[derive(Debug)]
+pub struct PositionToken;
+
+impl PositionToken {
+    /// The schema, to build on (`as_of` adds an example).
+    pub fn object() -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(POSITION_PATTERN))
+    }
+}
+
+impl PartialSchema for PositionToken {
+    fn schema() -> RefOr<Schema> {
+        PositionToken::object().into()
+    }
+}
+
+impl ToSchema for PositionToken {}
+
 /// `?min_position=<token>`: wait until the read model has applied it.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -24,7 +50,7 @@ pub struct ReadParams {
     /// until the read model has applied it, or answers 503
     /// `projection_lagging`. A token past the end of the event log names no
     /// write and is 400.
-    #[param(pattern = r"^[0-9]{1,19}\.[0-9]{1,18}$", example = "1234.5678")]
+    #[param(value_type = Option<PositionToken>, inline, example = "1234.5678")]
     pub min_position: Option<String>,
 }
 
@@ -42,6 +68,19 @@ pub fn position(token: &str) -> Result<Position, ApiError> {
         return Err(invalid());
     }
     token.parse().map_err(|_| invalid())
+}
+
+/// `?limit=`: how many items a page holds, `default` when not given, 1 to
+/// `max` (400 otherwise).
+pub fn page_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if (1..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {max}"
+        )))
+    }
 }
 
 /// Waits for `projection` to reach `min_position`, if given.

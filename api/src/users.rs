@@ -1,7 +1,7 @@
 //! `/users`: register, rename, deactivate; read one, find by email, list orders.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use domain::ids::UserId;
@@ -15,19 +15,17 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::commands::{
-    context, execute, idempotent, new_id, request_hash, update, CommandResponse,
-};
+use crate::commands::{Command, CommandResponse};
 use crate::doc::{OrderDoc, UserDoc};
 use crate::error::responses::{
     BadRequest, Conflict, NotFound, PayloadTooLarge, Unavailable, UnsupportedMediaType, Validation,
 };
 use crate::error::ApiError;
 use crate::extract::{
-    json_body, optional_uuid_field, ApiQuery, Body, IdParam, IdPath, IdempotencyKey, RequestMeta,
+    optional_uuid_field, ApiQuery, IdParam, IdPath, IdempotencyKey, JsonInput, NoInput,
 };
-use crate::input::{email_length, pattern_schema, EMAIL_PATTERN, NAME_PATTERN};
-use crate::reads::{wait, ReadParams};
+use crate::input::{email_length, pattern_schema, validation, EMAIL_PATTERN, NAME_PATTERN};
+use crate::reads::{wait, PositionToken, ReadParams};
 use crate::AppState;
 
 /// Every `/users` route.
@@ -54,6 +52,8 @@ pub struct RegisterUser {
     #[serde(default, deserialize_with = "optional_uuid_field")]
     pub id: Option<Uuid>,
 }
+
+impl JsonInput for RegisterUser {}
 
 /// The schema of an email in a request.
 pub fn email_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
@@ -87,6 +87,8 @@ pub struct RenameUser {
     pub name: String,
 }
 
+impl JsonInput for RenameUser {}
+
 /// Lists of users.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UserList {
@@ -112,12 +114,8 @@ pub struct EmailQuery {
     /// text that is no email finds nobody).
     pub email: String,
     /// See `min_position` on every read.
-    #[param(pattern = r"^[0-9]{1,19}\.[0-9]{1,18}$", example = "1234.5678")]
+    #[param(value_type = Option<PositionToken>, inline, example = "1234.5678")]
     pub min_position: Option<String>,
-}
-
-fn validation(field: &str) -> impl Fn(domain::values::ValueError) -> ApiError + '_ {
-    move |e| ApiError::Validation(format!("{field}: {e}"))
 }
 
 #[utoipa::path(post, path = "/users", tag = "users", request_body = RegisterUser,
@@ -132,34 +130,18 @@ fn validation(field: &str) -> impl Fn(domain::values::ValueError) -> ApiError + 
         (status = 400, response = BadRequest), (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge), (status = 415, response = UnsupportedMediaType),
         (status = 422, response = Validation), (status = 503, response = Unavailable)))]
-async fn register(
-    State(state): State<AppState>,
-    meta: RequestMeta,
-    headers: HeaderMap,
-    Body(body): Body,
-) -> Result<Response, ApiError> {
-    let input: RegisterUser = json_body(&headers, &body)?;
+async fn register(command: Command<RegisterUser>) -> Result<Response, ApiError> {
+    let input = &command.input;
     email_length(&input.email)?;
     let email = Email::parse(&input.email).map_err(validation("email"))?;
     let name = Name::parse(&input.name).map_err(validation("name"))?;
-    let id = new_id(&meta, "POST /users", input.id);
-    idempotent(&state, &meta, "POST /users", &body, |key| async {
-        // A create repeated with the same id and body is a retry too.
-        let command_id = key.or_else(|| {
-            input
-                .id
-                .map(|id| format!("create:user-{id}:{}", request_hash(&[&body])))
-        });
-        let ctx = context(&meta, None, command_id);
-        let command = UserCommand::Register {
+    command
+        .create::<User>(input.id, StatusCode::CREATED, |id| UserCommand::Register {
             user_id: UserId::new(id),
             email,
             name,
-        };
-        let (_, answer) = execute::<User>(&state, id, command, &ctx).await?;
-        Ok((StatusCode::CREATED, answer))
-    })
-    .await
+        })
+        .await
 }
 
 #[utoipa::path(post, path = "/users/{id}/rename", tag = "users", request_body = RenameUser,
@@ -169,24 +151,9 @@ async fn register(
         (status = 409, response = Conflict), (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType), (status = 422, response = Validation),
         (status = 503, response = Unavailable)))]
-async fn rename(
-    State(state): State<AppState>,
-    meta: RequestMeta,
-    IdPath(id): IdPath,
-    headers: HeaderMap,
-    Body(body): Body,
-) -> Result<Response, ApiError> {
-    let input: RenameUser = json_body(&headers, &body)?;
-    let name = Name::parse(&input.name).map_err(validation("name"))?;
-    update::<User>(
-        &state,
-        &meta,
-        id,
-        &format!("POST /users/{id}/rename"),
-        &body,
-        UserCommand::Rename { name },
-    )
-    .await
+async fn rename(command: Command<RenameUser>) -> Result<Response, ApiError> {
+    let name = Name::parse(&command.input.name).map_err(validation("name"))?;
+    command.update::<User>(UserCommand::Rename { name }).await
 }
 
 #[utoipa::path(post, path = "/users/{id}/deactivate", tag = "users",
@@ -195,21 +162,8 @@ async fn rename(
         (status = 400, response = BadRequest), (status = 404, response = NotFound),
         (status = 409, response = Conflict), (status = 413, response = PayloadTooLarge),
         (status = 503, response = Unavailable)))]
-async fn deactivate(
-    State(state): State<AppState>,
-    meta: RequestMeta,
-    IdPath(id): IdPath,
-    Body(body): Body,
-) -> Result<Response, ApiError> {
-    update::<User>(
-        &state,
-        &meta,
-        id,
-        &format!("POST /users/{id}/deactivate"),
-        &body,
-        UserCommand::Deactivate,
-    )
-    .await
+async fn deactivate(command: Command<NoInput>) -> Result<Response, ApiError> {
+    command.update::<User>(UserCommand::Deactivate).await
 }
 
 #[utoipa::path(get, path = "/users/{id}", tag = "users", params(IdParam, ReadParams),

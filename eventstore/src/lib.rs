@@ -9,7 +9,7 @@
 //! - [`group`]: group commit: concurrent appends written in one statement
 //!   (`store::group`, re-exported here under its old path).
 //! - [`follow`]: a cursor following the log in order, waiting for more.
-//! - [`executor`]: load, decide, append, retry on conflict.
+//! - [`executor`]: load, decide, append, retry on conflict; placing an order.
 //! - [`leadership`]: jobs one process at a time does (relay, projections,
 //!   sagas, rebuilds): advisory locks, standby, terms, backoff.
 //! - [`notify`]: waking log readers after appends, without serialising writers.

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use domain::ids::{OrderId, ProductId, UserId};
+use domain::order::OrderError;
 use domain::product::{Product, ProductCommand};
 use domain::user::{User, UserCommand};
 use domain::values::{Email, Money, Name, Quantity, Sku};
@@ -491,4 +492,137 @@ async fn loading_streams_together_gives_what_loading_each_gives() {
     }
     assert_eq!(products[0].version, 2, "the discontinuation is seen");
     assert_eq!(products[2].version, 71);
+}
+
+#[tokio::test]
+async fn placing_an_order_decides_on_the_user_and_products_as_the_log_has_them() {
+    let env = TestEnv::new().await;
+    let store = EventStore::new(env.pool.clone());
+    let here = Executor::new(store.clone());
+    // Another process, with a cache of its own.
+    let there = Executor::new(EventStore::new(env.pool.clone()));
+    let ctx = CommandContext::default();
+    let q = |n: u32| Quantity::new(n).expect("qty");
+    let product_id =
+        |stream: &str| ProductId::new(Uuid::parse_str(&stream["product-".len()..]).expect("uuid"));
+    let widget = product_id(&create_product(&here, 10).await);
+    let gadget = product_id(&create_product(&here, 10).await);
+    let (user_stream, command) = register(&format!("{}@example.com", Uuid::new_v4()));
+    here.execute::<User>(&user_stream, command, &ctx)
+        .await
+        .expect("register");
+    let user = UserId::new(Uuid::parse_str(&user_stream["user-".len()..]).expect("uuid"));
+
+    // Refusals of the rule append nothing.
+    let nobody = UserId::new(Uuid::new_v4());
+    let order = OrderId::new(Uuid::new_v4());
+    let refused = here
+        .place_order(order, nobody, &[(widget, q(1))], &ctx)
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(ExecuteError::Rejected(OrderError::UnknownUser))
+        ),
+        "{refused:?}"
+    );
+    let nothing = ProductId::new(Uuid::new_v4());
+    let refused = here
+        .place_order(order, user, &[(widget, q(1)), (nothing, q(1))], &ctx)
+        .await;
+    assert!(
+        matches!(refused, Err(ExecuteError::Rejected(OrderError::UnknownProduct(p))) if p == nothing),
+        "{refused:?}"
+    );
+    assert_eq!(
+        store
+            .stream_version(&order.stream_id())
+            .await
+            .expect("version"),
+        0
+    );
+
+    // A price changed elsewhere, after this process cached the product, is
+    // the price the order takes.
+    there
+        .execute::<Product>(
+            &gadget.stream_id(),
+            ProductCommand::ChangePrice {
+                price: Money::parse("5.25").expect("price"),
+            },
+            &ctx,
+        )
+        .await
+        .expect("reprice");
+    let ctx = CommandContext {
+        command_id: Some(format!("place-{}", order.as_uuid())),
+        ..CommandContext::default()
+    };
+    let placed = here
+        .place_order(order, user, &[(widget, q(2)), (gadget, q(3))], &ctx)
+        .await
+        .expect("place");
+    assert!(!placed.replayed);
+    assert_eq!(placed.events.len(), 1);
+    let prices: Vec<(ProductId, u32, String)> = placed
+        .state
+        .lines()
+        .iter()
+        .map(|l| (l.product_id, l.quantity.get(), l.unit_price.to_string()))
+        .collect();
+    assert_eq!(
+        prices,
+        [
+            (widget, 2, "19.99".to_owned()),
+            (gadget, 3, "5.25".to_owned())
+        ]
+    );
+    assert_eq!(
+        placed.state.total().map(|t| t.to_string()).as_deref(),
+        Some("55.73")
+    );
+
+    // The same command id again: the first result, nothing appended.
+    let again = here
+        .place_order(order, user, &[(widget, q(2)), (gadget, q(3))], &ctx)
+        .await
+        .expect("replay");
+    assert!(again.replayed);
+    assert!(again.events.is_empty());
+    assert_eq!(
+        (again.version, again.position),
+        (placed.version, placed.position)
+    );
+    assert_eq!(
+        store
+            .stream_version(&order.stream_id())
+            .await
+            .expect("version"),
+        1
+    );
+
+    // A user deactivated elsewhere orders nothing more.
+    there
+        .execute::<User>(
+            &user_stream,
+            UserCommand::Deactivate,
+            &CommandContext::default(),
+        )
+        .await
+        .expect("deactivate");
+    let refused = here
+        .place_order(
+            OrderId::new(Uuid::new_v4()),
+            user,
+            &[(widget, q(1))],
+            &CommandContext::default(),
+        )
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(ExecuteError::Rejected(OrderError::InactiveUser))
+        ),
+        "{refused:?}"
+    );
 }
