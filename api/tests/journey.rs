@@ -79,14 +79,13 @@ async fn register_stock_place_confirm_pay_ship_deliver() {
     assert_eq!(earlier.body["status"], "paid");
 
     // The saga ships the reservation when the order ships.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let gadget_now = loop {
-        let product = api.get(&format!("/products/{gadget_id}")).await;
-        if product.body["on_hand"] == 0 || std::time::Instant::now() > deadline {
-            break product;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let gadget = format!("/products/{gadget_id}");
+    let gadget_now = test_support::poll(
+        std::time::Duration::from_secs(20),
+        || api.get(&gadget),
+        |product| product.body["on_hand"] == 0,
+    )
+    .await;
     assert_eq!(
         (
             gadget_now.body["on_hand"].as_i64(),

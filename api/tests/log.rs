@@ -43,23 +43,23 @@ async fn streams_and_the_global_log_page_in_order() {
     // see that nothing follows.
     let mut all = Vec::new();
     let mut after = String::from("0.0");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let page = api.get(&format!("/events?limit=2&after={after}")).await;
-        assert_eq!(page.status, 200, "{page:?}");
-        let events = page.body["events"].as_array().unwrap().clone();
-        after = page.body["next"].as_str().unwrap().to_owned();
-        if events.is_empty() {
-            if all.len() >= 3 {
-                break;
+        let enough = all.len() >= 3;
+        let (events, next) = test_support::wait_for(std::time::Duration::from_secs(20), || {
+            let path = format!("/events?limit=2&after={after}");
+            let api = &api;
+            async move {
+                let page = api.get(&path).await;
+                assert_eq!(page.status, 200, "{page:?}");
+                let events = page.body["events"].as_array().unwrap().clone();
+                let next = page.body["next"].as_str().unwrap().to_owned();
+                (!events.is_empty() || enough).then_some((events, next))
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{} of 3 events paged",
-                all.len()
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            continue;
+        })
+        .await;
+        after = next;
+        if events.is_empty() {
+            break;
         }
         all.extend(events);
     }
@@ -94,13 +94,14 @@ async fn streams_and_the_global_log_page_in_order() {
 #[tokio::test]
 async fn reads_do_not_wait_behind_commands() {
     let env = test_support::TestEnv::new().await;
-    let commands = env.database_url.pool(1).unwrap();
-    let reads = env.database_url.pool(2).unwrap();
-    let state = api::AppState::with_pools(commands, reads, env.nats.clone());
+    // One connection for commands, one of their own for reads.
+    let mut settings = env.settings();
+    settings.api_connections = 1;
+    let state = env.system_with(settings).api().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let stop = tokio_util::sync::CancellationToken::new();
-    let server = tokio::spawn(api::serve(listener, state.clone(), stop.clone()));
+    let serving = state.clone();
+    let server = test_support::Running::spawn(|stop| api::serve(listener, serving, stop));
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
         .build()
@@ -123,6 +124,5 @@ async fn reads_do_not_wait_behind_commands() {
     };
     let (answer, ()) = tokio::join!(register, release);
     assert_eq!(answer.unwrap().status(), 201);
-    stop.cancel();
-    server.await.unwrap().unwrap();
+    server.stop().await.unwrap();
 }

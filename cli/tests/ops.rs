@@ -2,7 +2,7 @@
 //! operator runs them.
 
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use test_support::shop::Shop;
 use test_support::TestEnv;
@@ -113,19 +113,17 @@ async fn status_check_and_rebuild_from_the_command_line() {
     let rebuild = run(&env, &["rebuild", "--all"]);
     assert!(rebuild.status.success(), "{}", text(&rebuild));
     assert!(text(&rebuild).contains("swapped in"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let check = run(&env, &["check"]);
-        if check.status.success() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "check still fails after the rebuild: {}",
-            text(&check)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let check = test_support::poll(
+        Duration::from_secs(10),
+        || async { run(&env, &["check"]) },
+        |check| check.status.success(),
+    )
+    .await;
+    assert!(
+        check.status.success(),
+        "check still fails after the rebuild: {}",
+        text(&check)
+    );
 
     let bad = run(&env, &["rebuild", "nonsense"]);
     assert_eq!(bad.status.code(), Some(2));

@@ -6,7 +6,7 @@
 //! socket), and drives orders through it with the load generator.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use test_support::{server_database_url, TestDatabase, TestEnv};
 
@@ -96,30 +96,30 @@ async fn ordo_up_runs_over_a_unix_socket() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let json = dir.path().join("figures.json");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let bench = loop {
-        // The first run may find the API not listening yet.
-        let out = ordo(&[
-            "bench",
-            "place-orders",
-            "--duration",
-            "3s",
-            "--concurrency",
-            "2",
-            "--users",
-            "4",
-            "--products",
-            "4",
-            "--json",
-        ])
-        .arg(&json)
-        .output()
-        .expect("run the load generator");
-        if out.status.success() || Instant::now() > deadline {
-            break out;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    // The first run may find the API not listening yet.
+    let bench = test_support::poll_blocking(
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || {
+            ordo(&[
+                "bench",
+                "place-orders",
+                "--duration",
+                "3s",
+                "--concurrency",
+                "2",
+                "--users",
+                "4",
+                "--products",
+                "4",
+                "--json",
+            ])
+            .arg(&json)
+            .output()
+            .expect("run the load generator")
+        },
+        |out| out.status.success(),
+    );
     assert!(
         bench.status.success(),
         "{}{}",

@@ -5,7 +5,7 @@ use std::io::{Read as _, Write as _};
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -65,36 +65,33 @@ fn scripts_up_serves_health_and_ctrl_c_leaves_nothing_behind() {
         .spawn()
         .expect("start scripts/up");
 
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut healthy = false;
-    while Instant::now() < deadline {
-        if let Some(response) = http_get(&addr, "/health") {
-            if response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200") {
-                healthy = true;
-                break;
-            }
-        }
-        if up.try_wait().expect("wait").is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let healthy = test_support::poll_blocking(
+        Duration::from_secs(90),
+        Duration::from_millis(200),
+        || {
+            let answered = http_get(&addr, "/health").is_some_and(|response| {
+                response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200")
+            });
+            // Stop looking once scripts/up has ended by itself.
+            (answered, answered || up.try_wait().expect("wait").is_some())
+        },
+        |(_, done)| *done,
+    )
+    .0;
     let started = recorded_pids(state.path());
 
     // Ctrl-C: SIGINT to the whole foreground group (the group scripts/up leads).
     let group = Pid::from_raw(i32::try_from(up.id()).expect("pid"));
     killpg(group, Signal::SIGINT).expect("signal the group");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = up.try_wait().expect("wait") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = killpg(group, Signal::SIGKILL);
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = test_support::poll_blocking(
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || up.try_wait().expect("wait"),
+        Option::is_some,
+    );
+    if status.is_none() {
+        let _ = killpg(group, Signal::SIGKILL);
+    }
     assert!(healthy, "GET /health never answered 200 on {addr}");
     assert!(status.is_some(), "scripts/up did not stop on Ctrl-C");
     assert_eq!(

@@ -139,16 +139,16 @@ async fn a_poison_event_stops_its_projection_and_names_it_the_others_go_on() {
         .unwrap()
         .is_some());
 
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        let status = projectors::checkpoint::load(&**client, "products")
-            .await
-            .unwrap();
-        if status.status == "failed" || std::time::Instant::now() > deadline {
-            break status;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = test_support::poll(
+        Duration::from_secs(10),
+        || async {
+            projectors::checkpoint::load(&**client, "products")
+                .await
+                .unwrap()
+        },
+        |status| status.status == "failed",
+    )
+    .await;
     assert_eq!(status.status, "failed");
     assert_eq!(status.failed_event, Some(poison_id));
     assert!(

@@ -29,7 +29,7 @@ use std::future::Future;
 use std::sync::Once;
 
 pub use running::Running;
-pub use wait::{eventually, poll, throughout, wait_for};
+pub use wait::{eventually, poll, poll_blocking, throughout, wait_for};
 
 use async_nats::jetstream;
 use eventstore::db::DatabaseUrl;

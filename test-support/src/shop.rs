@@ -22,6 +22,14 @@ pub struct Shop {
     pub executor: Executor,
 }
 
+/// A command's metadata with a correlation of its own.
+fn correlated() -> CommandContext {
+    CommandContext {
+        correlation_id: Some(Uuid::new_v4()),
+        ..Default::default()
+    }
+}
+
 fn quantity(n: u32) -> Quantity {
     Quantity::new(n).unwrap_or_else(|e| panic!("quantity {n}: {e}"))
 }
@@ -46,14 +54,7 @@ impl Shop {
     {
         let executed = self
             .executor
-            .execute::<A>(
-                stream,
-                command,
-                &CommandContext {
-                    correlation_id: Some(Uuid::new_v4()),
-                    ..Default::default()
-                },
-            )
+            .execute::<A>(stream, command, &correlated())
             .await
             .unwrap_or_else(|e| panic!("command on {stream}: {e:?}"));
         executed
@@ -123,26 +124,15 @@ impl Shop {
         lines: &[(ProductId, u32)],
     ) -> (OrderId, Position) {
         let order_id = OrderId::new(Uuid::new_v4());
-        let user_state = self
+        let lines: Vec<_> = lines.iter().map(|(id, n)| (*id, quantity(*n))).collect();
+        let executed = self
             .executor
-            .load::<User>(&user.stream_id())
+            .place_order(order_id, user, &lines, &correlated())
             .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .state;
-        let mut products = Vec::new();
-        for (id, n) in lines {
-            let state = self
-                .executor
-                .load::<Product>(&id.stream_id())
-                .await
-                .unwrap_or_else(|e| panic!("{e}"))
-                .state;
-            products.push((*id, quantity(*n), state));
-        }
-        let borrowed: Vec<_> = products.iter().map(|(id, q, s)| (*id, *q, &**s)).collect();
-        let command = domain::order::place_order(order_id, &user_state, &borrowed)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let position = self.run::<Order>(&order_id.stream_id(), command).await;
+            .unwrap_or_else(|e| panic!("place an order: {e:?}"));
+        let position = executed
+            .position
+            .unwrap_or_else(|| panic!("placing {order_id} changed nothing"));
         (order_id, position)
     }
 

@@ -70,3 +70,22 @@ pub async fn throughout(what: &str, within: Duration, ok: impl Fn() -> bool) {
     }
     assert!(ok(), "{what}");
 }
+
+/// [`poll`] for code that cannot await (a child process's state, a blocking
+/// client): looks every `every` until `done` holds or `within` has passed,
+/// and returns the last look.
+pub fn poll_blocking<T>(
+    within: Duration,
+    every: Duration,
+    mut look: impl FnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        let seen = look();
+        if done(&seen) || Instant::now() >= deadline {
+            return seen;
+        }
+        std::thread::sleep(every);
+    }
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use domain::fulfilment::SagaPhase;
 use domain::ids::{OrderId, ProductId, UserId};
-use domain::order::{place_order, Order, OrderCommand, OrderState, OrderStatus};
+use domain::order::{Order, OrderCommand, OrderState, OrderStatus};
 use domain::product::{Product, ProductCommand, ProductState};
 use domain::user::{User, UserCommand};
 use domain::values::{Email, Money, Name, Quantity, Sku};
@@ -178,29 +178,18 @@ impl Harness {
             .unwrap();
     }
 
-    /// Places an order as the API would: prices captured from the products.
+    /// Places an order as the API does: prices captured from the products.
     pub async fn place(&self, user: UserId, lines: &[(ProductId, u32)]) -> OrderId {
         let order_id = OrderId::new(Uuid::new_v4());
-        let user_state = self
-            .executor
-            .load::<User>(&user.stream_id())
-            .await
-            .unwrap()
-            .state;
-        let mut products = Vec::new();
-        for (product, quantity) in lines {
-            products.push((
-                *product,
-                Quantity::new(*quantity).unwrap(),
-                self.stock(*product).await,
-            ));
-        }
-        let refs: Vec<_> = products.iter().map(|(p, q, s)| (*p, *q, s)).collect();
-        let command = place_order(order_id, &user_state, &refs).unwrap();
+        let lines: Vec<_> = lines
+            .iter()
+            .map(|(product, quantity)| (*product, Quantity::new(*quantity).unwrap()))
+            .collect();
         self.executor
-            .execute::<Order>(
-                &order_id.stream_id(),
-                command,
+            .place_order(
+                order_id,
+                user,
+                &lines,
                 &CommandContext {
                     correlation_id: Some(Uuid::new_v4()),
                     ..CommandContext::default()
