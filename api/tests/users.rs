@@ -93,7 +93,7 @@ async fn emails_are_unique_case_insensitively() {
 }
 
 #[tokio::test]
-async fn bad_input_gets_the_status_the_contract_names() {
+async fn bad_input_gets_the_documented_status_and_code() {
     let api = Api::start().await;
     let id = api.user("Valid").await.id();
     for (body, status, code) in [
