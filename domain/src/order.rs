@@ -98,7 +98,8 @@ impl OrderStatus {
         }
     }
 
-    /// Whether the lifecycle (CONTRACT.md section 2) has an arrow from `self` to `next`.
+    /// Whether the lifecycle (`docs/reference/http-api.md#order-lifecycle`)
+    /// has an arrow from `self` to `next`.
     pub fn can_transition_to(self, next: OrderStatus) -> bool {
         use OrderStatus::*;
         matches!(
@@ -1137,7 +1138,7 @@ mod tests {
     }
 
     #[test]
-    fn payloads_match_the_contract() {
+    fn payloads_carry_what_readers_need() {
         assert_eq!(
             placed().to_data(),
             json!({

@@ -1,10 +1,11 @@
 //! Events as stored: type names, payloads, schema versions and decoding.
 //!
 //! An event in the store is `(stream type, event type, schema version, data)`
-//! where `data` is the JSON object of CONTRACT.md section 4. Each aggregate's
-//! event enum implements [`DomainEvent`] to turn itself into that `data` and
-//! back. Reading goes through [`upcast`] first, so payloads written by older
-//! code (a lower `schema_version`) decode into today's types.
+//! where `data` is the JSON object `docs/reference/events.md#event-types`
+//! describes for each type. Each aggregate's event enum implements
+//! [`DomainEvent`] to turn itself into that `data` and back. Reading goes
+//! through [`upcast`] first, so payloads written by older code (a lower
+//! `schema_version`) decode into today's types.
 //!
 //! The enums serialise with serde's internal tagging (`{"type": ..., fields}`);
 //! `to_data` drops the tag because the envelope carries the type separately,

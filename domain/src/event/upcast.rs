@@ -8,9 +8,10 @@
 //! their own, and each has a schema file (`<Type>.v<n>.json`) documenting the
 //! shape it reads.
 //!
-//! The one real example: `OrderPlaced` v0 had no `total`; v1 carries it
-//! because readers need it (STYLE.md: events carry what readers need). The
-//! upcaster computes it from the lines with exact decimals.
+//! The one real example: `OrderPlaced` v0 had no `total`; v1 carries it,
+//! because an event carries what its readers need rather than leaving each of
+//! them to recompute it. The upcaster computes it from the lines with exact
+//! decimals.
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
