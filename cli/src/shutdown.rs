@@ -1,9 +1,7 @@
 //! Graceful shutdown: SIGINT (Ctrl-C) or SIGTERM cancel one token that every
 //! role watches; a second signal, or the deadline, ends the process at once.
 
-
 use tokio_util::sync::CancellationToken;
-
 
 /// A token cancelled on the first SIGINT or SIGTERM. A second signal exits
 /// immediately with status 130.

@@ -268,7 +268,11 @@ impl System {
     }
 
     /// Starts the saga coordinator in `roles` (see [`System::saga`]).
-    pub fn start_saga(&self, roles: &mut Roles, sharing: Option<&Executor>) -> Result<(), StoreError> {
+    pub fn start_saga(
+        &self,
+        roles: &mut Roles,
+        sharing: Option<&Executor>,
+    ) -> Result<(), StoreError> {
         let runner = self.saga(sharing)?;
         let shutdown = roles.shutdown();
         roles.spawn("saga", async move { Ok(runner.run(shutdown).await?) });

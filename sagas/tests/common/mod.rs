@@ -16,8 +16,8 @@ use domain::values::{Email, Money, Name, Quantity, Sku};
 use eventstore::executor::{CommandContext, Executor};
 use eventstore::EventStore;
 use sagas::{Hooks, ManualClock, RunnerConfig, SagaError, SagaRunner, SagaStats, SagaView};
-pub use test_support::wait_for;
 use test_support::shop::{spawn_relay, RunningRelay};
+pub use test_support::wait_for;
 use test_support::{Running, TestEnv};
 use uuid::Uuid;
 
