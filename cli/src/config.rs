@@ -1,4 +1,5 @@
-//! The command line and configuration (CONTRACT.md section 1).
+//! The command line and configuration (`docs/reference/cli.md`,
+//! `docs/reference/configuration.md`).
 //!
 //! Every setting is an environment variable and also a flag (clap's `env`), and
 //! is parsed into a typed value when the process starts, so a bad value stops
@@ -125,7 +126,7 @@ pub struct SagaArgs {
     pub payment_timeout: Duration,
 }
 
-/// The subcommands of CONTRACT.md section 1.
+/// The subcommands (`docs/reference/cli.md#subcommands`).
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Everything in one process: HTTP API, relay, all projectors, sagas. Applies migrations first.
@@ -210,7 +211,7 @@ pub struct EventsArgs {
     pub json: bool,
 }
 
-/// Scenarios of `ordo bench` (CONTRACT.md section 8).
+/// Scenarios of `ordo bench` (`docs/reference/cli.md#benchmarks`).
 #[derive(Debug, Subcommand)]
 pub enum BenchScenario {
     /// Event store append rate, next to a raw INSERT load with the same writers.

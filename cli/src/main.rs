@@ -1,6 +1,7 @@
 //! `ordo`: one binary for every role and tool of ordo.
 //!
-//! - [`config`]: command line and environment (CONTRACT.md section 1).
+//! - [`config`]: command line and environment (`docs/reference/cli.md`,
+//!   `docs/reference/configuration.md`).
 //! - [`logging`], [`shutdown`]: process plumbing.
 //! - [`run`]: what each subcommand does; [`events`] the audit query;
 //!   [`ops`] rebuild, check and status.

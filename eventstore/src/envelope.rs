@@ -1,5 +1,6 @@
-//! The CloudEvents 1.0 structured-mode envelope (CONTRACT.md section 3): how
-//! every event looks in HTTP answers and as the body of its NATS message.
+//! The CloudEvents 1.0 structured-mode envelope
+//! (`docs/reference/events.md#the-envelope`): how every event looks in HTTP
+//! answers and as the body of its NATS message.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use domain::ids::StreamType;

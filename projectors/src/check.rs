@@ -1,5 +1,6 @@
 //! `ordo check`: recompute every read model from the log, compare it with
-//! the live tables, and verify the invariants of CONTRACT.md section 7.
+//! the live tables, and verify the invariants of
+//! `docs/reference/guarantees.md#invariants-checked-by-ordo-check`.
 //! Meant for a quiet system: while orders are in flight, a pending order or a
 //! reservation of a pending order is expected, not a fault.
 
@@ -19,7 +20,7 @@ use crate::Projection;
 /// One invariant that does not hold.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Violation {
-    /// Its number in CONTRACT.md section 7.
+    /// Its number in `docs/reference/guarantees.md#invariants-checked-by-ordo-check`.
     pub invariant: u8,
     /// What was found.
     pub detail: String,
