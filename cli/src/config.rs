@@ -106,9 +106,8 @@ pub struct HttpArgs {
     /// New orders wait (half a second at most) while the saga or a
     /// projection is more than this many events behind the log, so that on
     /// saturated CPUs the time from placed to confirmed stays short; 0 never
-    /// waits. See `api::admission`. The default held p99 placed → confirmed
-    /// under 250 ms at over 1,000 confirmed orders a second on the 2-core
-    /// machine of docs/BENCHMARKS.md, where 400 did not.
+    /// waits. See `api::admission`. Lower values trade throughput for
+    /// latency; docs/BENCHMARKS.md has the measurements behind the default.
     #[arg(
         long = "admission-lag",
         env = "ORDO_ADMISSION_LAG",

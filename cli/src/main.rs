@@ -19,9 +19,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// mimalloc rather than the system allocator: under load ordo spends a fifth
-/// of its CPU in glibc's malloc and free (measured with `perf`), mostly on
-/// the short-lived buffers of requests, rows and messages.
+/// mimalloc rather than the system allocator: under load glibc's malloc and
+/// free take a large share of ordo's CPU (docs/BENCHMARKS.md has the
+/// profile's figure), mostly on the short-lived buffers of requests, rows and
+/// messages.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

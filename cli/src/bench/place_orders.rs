@@ -603,8 +603,9 @@ async fn tail(shared: Arc<Shared>, mut after: String, stop: Arc<AtomicBool>) -> 
 /// every 2 ms) with the position applied through, which often covers later
 /// confirmations too. So a confirmation is seen within a round trip of the
 /// projection applying it, at the cost of one small request per projection
-/// commit, where polling the whole `/projections` list every 20 ms saw it
-/// about 50 ms late under load (the list counts every projection's lag).
+/// commit. Polling the whole `/projections` list instead saw confirmations
+/// late under load (the list counts every projection's lag, and the pause
+/// between polls adds to it; docs/BENCHMARKS.md has the figures).
 async fn watch_projection(shared: Arc<Shared>, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     while !stop.load(Ordering::SeqCst) {
         let earliest = lock(&shared.waiting).peek().map(|entry| entry.0 .0);
