@@ -1,4 +1,5 @@
-//! The command line and configuration (CONTRACT.md section 1).
+//! The command line and configuration (`docs/reference/cli.md`,
+//! `docs/reference/configuration.md`).
 //!
 //! Every setting is an environment variable and also a flag (clap's `env`), and
 //! is parsed into a typed value when the process starts, so a bad value stops
@@ -105,9 +106,8 @@ pub struct HttpArgs {
     /// New orders wait (half a second at most) while the saga or a
     /// projection is more than this many events behind the log, so that on
     /// saturated CPUs the time from placed to confirmed stays short; 0 never
-    /// waits. See `api::admission`. The default held p99 placed → confirmed
-    /// under 250 ms at over 1,000 confirmed orders a second on the 2-core
-    /// machine of docs/BENCHMARKS.md, where 400 did not.
+    /// waits. See `api::admission`. Lower values trade throughput for
+    /// latency; docs/BENCHMARKS.md has the measurements behind the default.
     #[arg(
         long = "admission-lag",
         env = "ORDO_ADMISSION_LAG",
@@ -125,7 +125,7 @@ pub struct SagaArgs {
     pub payment_timeout: Duration,
 }
 
-/// The subcommands of CONTRACT.md section 1.
+/// The subcommands (`docs/reference/cli.md#subcommands`).
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Everything in one process: HTTP API, relay, all projectors, sagas. Applies migrations first.
@@ -210,7 +210,7 @@ pub struct EventsArgs {
     pub json: bool,
 }
 
-/// Scenarios of `ordo bench` (CONTRACT.md section 8).
+/// Scenarios of `ordo bench` (`docs/reference/cli.md#benchmarks`).
 #[derive(Debug, Subcommand)]
 pub enum BenchScenario {
     /// Event store append rate, next to a raw INSERT load with the same writers.

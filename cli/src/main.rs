@@ -1,6 +1,7 @@
 //! `ordo`: one binary for every role and tool of ordo.
 //!
-//! - [`config`]: command line and environment (CONTRACT.md section 1).
+//! - [`config`]: command line and environment (`docs/reference/cli.md`,
+//!   `docs/reference/configuration.md`).
 //! - [`logging`], [`shutdown`]: process plumbing.
 //! - [`run`]: what each subcommand does; [`events`] the audit query;
 //!   [`ops`] rebuild, check and status.
@@ -18,9 +19,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// mimalloc rather than the system allocator: under load ordo spends a fifth
-/// of its CPU in glibc's malloc and free (measured with `perf`), mostly on
-/// the short-lived buffers of requests, rows and messages.
+/// mimalloc rather than the system allocator: under load glibc's malloc and
+/// free take a large share of ordo's CPU (docs/BENCHMARKS.md has the
+/// profile's figure), mostly on the short-lived buffers of requests, rows and
+/// messages.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -1,6 +1,7 @@
 //! The deployment files, checked by reading them (Docker does not run where the tests
 //! run): `docker-compose.yml` names every role of ordo and wires it to PostgreSQL 16 and
-//! NATS 2.10 with the variables of CONTRACT.md section 1; the `Dockerfile` builds the
+//! NATS 2.10 with the variables of `docs/reference/configuration.md#settings`; the
+//! `Dockerfile` builds the
 //! `ordo` binary in a builder stage and runs it, as a non-root user, from a slim runtime
 //! stage; `.dockerignore` keeps build output and local state out of the build context.
 
@@ -174,7 +175,7 @@ fn every_role_runs_the_dockerfile_build_with_its_command() {
 }
 
 #[test]
-fn every_role_gets_the_configuration_of_the_contract() {
+fn every_role_gets_its_configuration() {
     let compose = compose();
     for role in ORDO_ROLES {
         let service = service(&compose, role);

@@ -16,8 +16,9 @@ use crate::ids::StreamType;
 
 /// An event-sourced aggregate, written as a decider.
 pub trait Aggregate {
-    /// The stream type whose streams hold this aggregate's events.
-    const STREAM_TYPE: StreamType;
+    /// The stream type whose streams hold this aggregate's events: its
+    /// events' own.
+    const STREAM_TYPE: StreamType = <Self::Event as DomainEvent>::STREAM_TYPE;
 
     /// What `decide` needs to know; `Default` is the state before any event.
     type State: Default

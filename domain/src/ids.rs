@@ -2,8 +2,8 @@
 //!
 //! Every aggregate is keyed by a UUID, but a bare `Uuid` lets a product id be
 //! passed where an order id is expected. One newtype per aggregate makes that a
-//! compile error; they serialise as the plain UUID string so the JSON is what
-//! a reader of the contract expects.
+//! compile error; they serialise as the plain UUID string, the form every id
+//! takes in events and HTTP answers (`docs/reference/events.md#stream-ids`).
 //!
 //! Stream ids (`user-<uuid>`, `product-<uuid>`, `order-<uuid>`) name an
 //! aggregate's stream in the event store and in the HTTP API.

@@ -20,10 +20,9 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::aggregate::{Aggregate, ErrorKind, ErrorKindOf};
-use crate::event::{self, DecodeError, DomainEvent};
+use crate::event;
 use crate::ids::{OrderId, ProductId, StreamType, UserId};
 use crate::product::ProductState;
 use crate::user::UserState;
@@ -99,7 +98,8 @@ impl OrderStatus {
         }
     }
 
-    /// Whether the lifecycle (CONTRACT.md section 2) has an arrow from `self` to `next`.
+    /// Whether the lifecycle (`docs/reference/http-api.md#order-lifecycle`)
+    /// has an arrow from `self` to `next`.
     pub fn can_transition_to(self, next: OrderStatus) -> bool {
         use OrderStatus::*;
         matches!(
@@ -477,7 +477,6 @@ pub fn place_order(
 }
 
 impl Aggregate for Order {
-    const STREAM_TYPE: StreamType = StreamType::Order;
     type State = OrderState;
     type Command = OrderCommand;
     type Event = OrderEvent;
@@ -583,47 +582,25 @@ impl Aggregate for Order {
     }
 }
 
-impl DomainEvent for OrderEvent {
-    const STREAM_TYPE: StreamType = StreamType::Order;
-    const TYPES: &'static [&'static str] = &[
-        "OrderPlaced",
-        "OrderConfirmed",
-        "OrderRejected",
-        "OrderPaid",
-        "OrderShipped",
-        "OrderDelivered",
-        "OrderCancelled",
-    ];
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            OrderEvent::OrderPlaced { .. } => "OrderPlaced",
-            OrderEvent::OrderConfirmed => "OrderConfirmed",
-            OrderEvent::OrderRejected { .. } => "OrderRejected",
-            OrderEvent::OrderPaid { .. } => "OrderPaid",
-            OrderEvent::OrderShipped => "OrderShipped",
-            OrderEvent::OrderDelivered => "OrderDelivered",
-            OrderEvent::OrderCancelled { .. } => "OrderCancelled",
-        }
-    }
-
-    fn to_data(&self) -> Value {
-        event::data_without_tag(self)
-    }
-
-    fn from_stored(
-        event_type: &str,
-        schema_version: u32,
-        data: Value,
-    ) -> Result<Self, DecodeError> {
-        event::decode_tagged(event_type, schema_version, data)
-    }
-}
+event::tagged_domain_event!(
+    OrderEvent,
+    StreamType::Order,
+    [
+        OrderPlaced,
+        OrderConfirmed,
+        OrderRejected,
+        OrderPaid,
+        OrderShipped,
+        OrderDelivered,
+        OrderCancelled,
+    ],
+);
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::event::DomainEvent;
     use crate::product::{Product, ProductEvent};
     use crate::testing::given;
     use crate::user::{User, UserEvent};
@@ -1161,7 +1138,7 @@ mod tests {
     }
 
     #[test]
-    fn payloads_match_the_contract() {
+    fn payloads_carry_what_readers_need() {
         assert_eq!(
             placed().to_data(),
             json!({

@@ -10,10 +10,9 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::aggregate::{Aggregate, ErrorKind, ErrorKindOf};
-use crate::event::{self, ClaimAction, ClaimKind, DecodeError, DomainEvent, UniqueClaim};
+use crate::event::{self, ClaimKind, UniqueClaim};
 use crate::ids::{OrderId, ProductId, StreamType};
 use crate::order::RejectReason;
 use crate::values::{Money, Name, Quantity, Sku};
@@ -248,7 +247,6 @@ impl ErrorKindOf for ProductError {
 }
 
 impl Aggregate for Product {
-    const STREAM_TYPE: StreamType = StreamType::Product;
     type State = ProductState;
     type Command = ProductCommand;
     type Event = ProductEvent;
@@ -387,60 +385,37 @@ fn reservation_of(p: &CreatedProduct, order_id: OrderId) -> Option<Quantity> {
         .and_then(|n| Quantity::new(*n).ok())
 }
 
-impl DomainEvent for ProductEvent {
-    const STREAM_TYPE: StreamType = StreamType::Product;
-    const TYPES: &'static [&'static str] = &[
-        "ProductCreated",
-        "ProductRestocked",
-        "ProductPriceChanged",
-        "ProductDiscontinued",
-        "StockReserved",
-        "StockReleased",
-        "StockShipped",
-    ];
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            ProductEvent::ProductCreated { .. } => "ProductCreated",
-            ProductEvent::ProductRestocked { .. } => "ProductRestocked",
-            ProductEvent::ProductPriceChanged { .. } => "ProductPriceChanged",
-            ProductEvent::ProductDiscontinued => "ProductDiscontinued",
-            ProductEvent::StockReserved { .. } => "StockReserved",
-            ProductEvent::StockReleased { .. } => "StockReleased",
-            ProductEvent::StockShipped { .. } => "StockShipped",
+event::tagged_domain_event!(
+    ProductEvent,
+    StreamType::Product,
+    [
+        ProductCreated,
+        ProductRestocked,
+        ProductPriceChanged,
+        ProductDiscontinued,
+        StockReserved,
+        StockReleased,
+        StockShipped,
+    ],
+    {
+        /// Creating takes the SKU. Discontinuing keeps it, so an old SKU cannot
+        /// come back as a different product in reports and invoices.
+        fn unique_claims(&self) -> Vec<UniqueClaim> {
+            match self {
+                ProductEvent::ProductCreated { sku, .. } => {
+                    vec![UniqueClaim::take(ClaimKind::Sku, sku.as_str())]
+                }
+                _ => vec![],
+            }
         }
-    }
-
-    fn to_data(&self) -> Value {
-        event::data_without_tag(self)
-    }
-
-    fn from_stored(
-        event_type: &str,
-        schema_version: u32,
-        data: Value,
-    ) -> Result<Self, DecodeError> {
-        event::decode_tagged(event_type, schema_version, data)
-    }
-
-    /// Creating takes the SKU. Discontinuing keeps it, so an old SKU cannot
-    /// come back as a different product in reports and invoices.
-    fn unique_claims(&self) -> Vec<UniqueClaim> {
-        match self {
-            ProductEvent::ProductCreated { sku, .. } => vec![UniqueClaim {
-                kind: ClaimKind::Sku,
-                value: sku.as_str().to_owned(),
-                action: ClaimAction::Take,
-            }],
-            _ => vec![],
-        }
-    }
-}
+    },
+);
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::event::{ClaimAction, DomainEvent};
     use crate::testing::given;
     use uuid::Uuid;
 

@@ -5,10 +5,9 @@
 //! enforces it in the append transaction.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::aggregate::{Aggregate, ErrorKind, ErrorKindOf};
-use crate::event::{self, ClaimAction, ClaimKind, DecodeError, DomainEvent, UniqueClaim};
+use crate::event::{self, ClaimKind, UniqueClaim};
 use crate::ids::{StreamType, UserId};
 use crate::values::{Email, Name};
 
@@ -123,7 +122,6 @@ impl ErrorKindOf for UserError {
 }
 
 impl Aggregate for User {
-    const STREAM_TYPE: StreamType = StreamType::User;
     type State = UserState;
     type Command = UserCommand;
     type Event = UserEvent;
@@ -186,49 +184,30 @@ impl Aggregate for User {
     }
 }
 
-impl DomainEvent for UserEvent {
-    const STREAM_TYPE: StreamType = StreamType::User;
-    const TYPES: &'static [&'static str] = &["UserRegistered", "UserRenamed", "UserDeactivated"];
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            UserEvent::UserRegistered { .. } => "UserRegistered",
-            UserEvent::UserRenamed { .. } => "UserRenamed",
-            UserEvent::UserDeactivated => "UserDeactivated",
+event::tagged_domain_event!(
+    UserEvent,
+    StreamType::User,
+    [UserRegistered, UserRenamed, UserDeactivated],
+    {
+        /// Registering takes the email. Deactivating keeps it: the address still
+        /// belongs to that user's history, and freeing it would let a second
+        /// account reuse it.
+        fn unique_claims(&self) -> Vec<UniqueClaim> {
+            match self {
+                UserEvent::UserRegistered { email, .. } => {
+                    vec![UniqueClaim::take(ClaimKind::Email, email.as_str())]
+                }
+                _ => vec![],
+            }
         }
-    }
-
-    fn to_data(&self) -> Value {
-        event::data_without_tag(self)
-    }
-
-    fn from_stored(
-        event_type: &str,
-        schema_version: u32,
-        data: Value,
-    ) -> Result<Self, DecodeError> {
-        event::decode_tagged(event_type, schema_version, data)
-    }
-
-    /// Registering takes the email. Deactivating keeps it: the address still
-    /// belongs to that user's history, and freeing it would let a second
-    /// account reuse it.
-    fn unique_claims(&self) -> Vec<UniqueClaim> {
-        match self {
-            UserEvent::UserRegistered { email, .. } => vec![UniqueClaim {
-                kind: ClaimKind::Email,
-                value: email.as_str().to_owned(),
-                action: ClaimAction::Take,
-            }],
-            _ => vec![],
-        }
-    }
-}
+    },
+);
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::event::{ClaimAction, DomainEvent};
     use crate::testing::given;
     use uuid::Uuid;
 

@@ -1,5 +1,6 @@
-//! The CloudEvents 1.0 structured-mode envelope (CONTRACT.md section 3): how
-//! every event looks in HTTP answers and as the body of its NATS message.
+//! The CloudEvents 1.0 structured-mode envelope
+//! (`docs/reference/events.md#the-envelope`): how every event looks in HTTP
+//! answers and as the body of its NATS message.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use domain::ids::StreamType;
@@ -58,15 +59,12 @@ impl Envelope {
         Envelope {
             specversion: "1.0".to_owned(),
             id: event.event_id,
-            source: format!("/ordo/{}", event.stream_type),
+            source: source(&event.stream_type),
             event_type: event.event_type.clone(),
             subject: event.stream_id.clone(),
             time: event.recorded_at,
             datacontenttype: "application/json".to_owned(),
-            dataschema: format!(
-                "schemas/events/{}/{}.v{}.json",
-                event.stream_type, event.event_type, schema_version
-            ),
+            dataschema: dataschema(&event.stream_type, &event.event_type, schema_version),
             data,
             streamtype: event.stream_type.clone(),
             streamversion: event.version,
@@ -86,6 +84,16 @@ impl Envelope {
             trace_id: None,
         }
     }
+}
+
+/// The envelope's `source`: `/ordo/<streamtype>`.
+fn source(stream_type: &str) -> String {
+    format!("/ordo/{stream_type}")
+}
+
+/// The envelope's `dataschema`: `schemas/events/<streamtype>/<Type>.v<N>.json`.
+fn dataschema(stream_type: &str, event_type: &str, schema_version: i32) -> String {
+    format!("schemas/events/{stream_type}/{event_type}.v{schema_version}.json")
 }
 
 /// The event's payload at the current schema version, with that version.
@@ -158,9 +166,7 @@ pub struct PublishableEvent {
 impl PublishableEvent {
     /// The aggregate's uuid: the stream id after its `<type>-` prefix.
     pub fn aggregate_id(&self) -> &str {
-        self.stream_id
-            .split_once('-')
-            .map_or(self.stream_id.as_str(), |(_, id)| id)
+        crate::event::aggregate_id(&self.stream_id)
     }
 
     /// The envelope as JSON bytes, the same document as
@@ -183,15 +189,12 @@ impl PublishableEvent {
         let envelope = EnvelopeOut {
             specversion: "1.0",
             id: self.event_id,
-            source: format!("/ordo/{}", self.stream_type),
+            source: source(&self.stream_type),
             event_type: &self.event_type,
             subject: &self.stream_id,
             time: format_time(&self.recorded_at),
             datacontenttype: "application/json",
-            dataschema: format!(
-                "schemas/events/{}/{}.v{}.json",
-                self.stream_type, self.event_type, schema_version
-            ),
+            dataschema: dataschema(&self.stream_type, &self.event_type, schema_version),
             data,
             streamtype: &self.stream_type,
             streamversion: self.version,
@@ -210,17 +213,9 @@ impl crate::store::LogRow for PublishableEvent {
         (metadata->>'causation_id')::uuid, correlation_id, recorded_at";
 
     fn from_row(row: &tokio_postgres::Row) -> Result<Self, crate::StoreError> {
-        let transaction: String = row.try_get(0)?;
         let data: String = row.try_get(8)?;
         Ok(PublishableEvent {
-            position: Position::new(
-                transaction.parse().map_err(|_| {
-                    crate::StoreError::Internal(format!(
-                        "unexpected transaction id {transaction:?}"
-                    ))
-                })?,
-                row.try_get(1)?,
-            ),
+            position: Position::from_row(row, 0, 1)?,
             event_id: row.try_get(2)?,
             stream_id: row.try_get(3)?,
             stream_type: row.try_get(4)?,
@@ -263,11 +258,11 @@ struct EnvelopeOut<'a> {
 }
 
 mod rfc3339_micros {
-    use chrono::{DateTime, SecondsFormat, Utc};
+    use chrono::{DateTime, Utc};
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(time: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&time.to_rfc3339_opts(SecondsFormat::Micros, true))
+        s.serialize_str(&super::format_time(time))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {

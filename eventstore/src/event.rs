@@ -74,17 +74,9 @@ impl RecordedEvent {
 
     /// Reads a row selected with [`RecordedEvent::COLUMNS`].
     pub fn from_row(row: &tokio_postgres::Row) -> Result<Self, crate::StoreError> {
-        let transaction: String = row.try_get(0)?;
         let metadata: serde_json::Value = row.try_get(9)?;
         Ok(RecordedEvent {
-            position: Position::new(
-                transaction.parse().map_err(|_| {
-                    crate::StoreError::Internal(format!(
-                        "unexpected transaction id {transaction:?}"
-                    ))
-                })?,
-                row.try_get(1)?,
-            ),
+            position: Position::from_row(row, 0, 1)?,
             event_id: row.try_get(2)?,
             stream_id: row.try_get(3)?,
             stream_type: row.try_get(4)?,
@@ -102,8 +94,12 @@ impl RecordedEvent {
 
     /// The aggregate's uuid: the stream id after its `<type>-` prefix.
     pub fn aggregate_id(&self) -> &str {
-        self.stream_id
-            .split_once('-')
-            .map_or(self.stream_id.as_str(), |(_, id)| id)
+        aggregate_id(&self.stream_id)
     }
+}
+
+/// The aggregate's uuid in a stream id: what follows its `<type>-` prefix
+/// (the whole id when it has none).
+pub fn aggregate_id(stream_id: &str) -> &str {
+    stream_id.split_once('-').map_or(stream_id, |(_, id)| id)
 }

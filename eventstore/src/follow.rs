@@ -13,9 +13,11 @@
 //! transactions that may append (`schemas/sql/0007_log_horizon.sql`), so a
 //! long transaction that cannot append delays it by that much, not until it
 //! ends. That read consults the lock table, which costs enough under load
-//! that it is not the default: measured always on, it cost more than the
-//! waits it saved (docs/BENCHMARKS.md). The follower goes back to plain
-//! reads once the plain horizon has passed its position.
+//! that it is not the default: the transactions that hold the plain horizon
+//! are mostly short, and waiting them out costs less than looking past them
+//! on every read (docs/BENCHMARKS.md, "The horizon of transactions that may
+//! append"). The follower goes back to plain reads once the plain horizon
+//! has passed its position.
 
 use std::time::Duration;
 

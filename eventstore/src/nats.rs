@@ -89,6 +89,22 @@ impl NatsUrl {
     }
 }
 
+/// `s` when it is 1 to 64 letters, digits, `-` and `_`, which is safe both
+/// as a JetStream stream name and as one subject token; otherwise why not,
+/// naming it `what` and saying which characters it may hold in `allowed`.
+fn name_token(s: &str, what: &str, allowed: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 64 {
+        return Err(format!("{what} has 1 to 64 characters"));
+    }
+    if !s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!("{s:?} {allowed}"));
+    }
+    Ok(s.to_owned())
+}
+
 /// A JetStream stream name: letters, digits, `-` and `_` (NATS forbids `.`,
 /// `*`, `>`, whitespace and path separators).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -98,18 +114,12 @@ impl std::str::FromStr for StreamName {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.is_empty() || s.len() > 64 {
-            return Err("a stream name has 1 to 64 characters".to_owned());
-        }
-        if !s
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(format!(
-                "{s:?} may only contain letters, digits, '-' and '_'"
-            ));
-        }
-        Ok(StreamName(s.to_owned()))
+        name_token(
+            s,
+            "a stream name",
+            "may only contain letters, digits, '-' and '_'",
+        )
+        .map(StreamName)
     }
 }
 
@@ -134,18 +144,12 @@ impl std::str::FromStr for SubjectPrefix {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.is_empty() || s.len() > 64 {
-            return Err("a subject prefix has 1 to 64 characters".to_owned());
-        }
-        if !s
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(format!(
-                "{s:?} must be one subject token: letters, digits, '-' and '_' (no '.', '*', '>')"
-            ));
-        }
-        Ok(SubjectPrefix(s.to_owned()))
+        name_token(
+            s,
+            "a subject prefix",
+            "must be one subject token: letters, digits, '-' and '_' (no '.', '*', '>')",
+        )
+        .map(SubjectPrefix)
     }
 }
 

@@ -21,9 +21,10 @@ use crate::db::DatabaseUrl;
 pub const CHANNEL: &str = "ordo_events";
 
 /// At most one `NOTIFY` per this interval. Every `NOTIFY` is a transaction
-/// on the server; under load, unthrottled, they cost the appends a twentieth
-/// of their rate. A poke during the pause is sent right after it, so readers
-/// wait at most this long for the news.
+/// on the server; under load, unthrottled, they take a measurable share of
+/// the appends' rate (docs/BENCHMARKS.md has the figure). A poke during the
+/// pause is sent right after it, so readers wait at most this long for the
+/// news.
 const MIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Sends coalesced `NOTIFY`s after appends.

@@ -46,6 +46,20 @@ impl Position {
     pub fn transaction_sql(&self) -> String {
         self.transaction_id.to_string()
     }
+
+    /// The position in columns `tx` (the transaction id as text, the form
+    /// [`Position::transaction_sql`] writes) and `pos` of `row`.
+    pub fn from_row(
+        row: &tokio_postgres::Row,
+        tx: usize,
+        pos: usize,
+    ) -> Result<Position, crate::StoreError> {
+        let transaction: String = row.try_get(tx)?;
+        let transaction_id = transaction.parse().map_err(|_| {
+            crate::StoreError::Internal(format!("unexpected transaction id {transaction:?}"))
+        })?;
+        Ok(Position::new(transaction_id, row.try_get(pos)?))
+    }
 }
 
 impl fmt::Display for Position {

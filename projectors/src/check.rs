@@ -1,5 +1,6 @@
 //! `ordo check`: recompute every read model from the log, compare it with
-//! the live tables, and verify the invariants of CONTRACT.md section 7.
+//! the live tables, and verify the invariants of
+//! `docs/reference/guarantees.md#invariants-checked-by-ordo-check`.
 //! Meant for a quiet system: while orders are in flight, a pending order or a
 //! reservation of a pending order is expected, not a fault.
 
@@ -19,7 +20,7 @@ use crate::Projection;
 /// One invariant that does not hold.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Violation {
-    /// Its number in CONTRACT.md section 7.
+    /// Its number in `docs/reference/guarantees.md#invariants-checked-by-ordo-check`.
     pub invariant: u8,
     /// What was found.
     pub detail: String,
@@ -95,27 +96,20 @@ pub async fn check(
 
 /// Invariants 1 to 3, on the live read models.
 pub async fn invariants<C: GenericClient>(client: &C) -> Result<Vec<Violation>, StoreError> {
-    let mut found = Vec::new();
-    for row in client
-        .query(
-            "select id::text, on_hand, reserved from read.products
-              where on_hand < 0 or reserved < 0 or on_hand - reserved < 0 order by id limit $1",
-            &[&EXAMPLES],
-        )
-        .await?
-    {
-        found.push(Violation {
-            invariant: 1,
-            detail: format!(
-                "product {} has on_hand {} and reserved {}: oversold",
-                row.get::<_, String>(0),
-                row.get::<_, i64>(1),
-                row.get::<_, i64>(2)
-            ),
-        });
-    }
-    for row in client
-        .query(
+    let mut found = row_violations(
+        client,
+        1,
+        "select id::text, on_hand, reserved from read.products
+          where on_hand < 0 or reserved < 0 or on_hand - reserved < 0 order by id limit $1",
+        |product, on_hand, reserved| {
+            format!("product {product} has on_hand {on_hand} and reserved {reserved}: oversold")
+        },
+    )
+    .await?;
+    found.extend(
+        row_violations(
+            client,
+            2,
             "with held as (
                  select (l->>'product_id')::uuid as product_id, sum((l->>'quantity')::int8) as quantity
                    from read.orders o, jsonb_array_elements(o.lines) l
@@ -125,20 +119,14 @@ pub async fn invariants<C: GenericClient>(client: &C) -> Result<Vec<Violation>, 
                from read.products p full join held h on h.product_id = p.id
               where coalesce(p.reserved, 0) <> coalesce(h.quantity, 0)
               order by 1 limit $1",
-            &[&EXAMPLES],
+            |product, reserved, held| {
+                format!(
+                    "product {product} has reserved {reserved} but its confirmed and paid orders hold {held}"
+                )
+            },
         )
-        .await?
-    {
-        found.push(Violation {
-            invariant: 2,
-            detail: format!(
-                "product {} has reserved {} but its confirmed and paid orders hold {}",
-                row.get::<_, String>(0),
-                row.get::<_, i64>(1),
-                row.get::<_, i64>(2)
-            ),
-        });
-    }
+        .await?,
+    );
     let pending: i64 = client
         .query_one(
             "select count(*) from read.orders where status = 'pending'",
@@ -162,6 +150,26 @@ pub async fn invariants<C: GenericClient>(client: &C) -> Result<Vec<Violation>, 
         });
     }
     Ok(found)
+}
+
+/// A violation of `invariant` for each row of `sql`, which selects at most
+/// `$1` examples as (product id as text, bigint, bigint), described by
+/// `describe`.
+async fn row_violations<C: GenericClient>(
+    client: &C,
+    invariant: u8,
+    sql: &str,
+    describe: fn(String, i64, i64) -> String,
+) -> Result<Vec<Violation>, StoreError> {
+    Ok(client
+        .query(sql, &[&EXAMPLES])
+        .await?
+        .iter()
+        .map(|row| Violation {
+            invariant,
+            detail: describe(row.get(0), row.get(1), row.get(2)),
+        })
+        .collect())
 }
 
 /// Invariant 5: the stream holds every event of the log, once, in log order.

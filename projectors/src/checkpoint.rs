@@ -28,15 +28,9 @@ pub struct Checkpoint {
 const COLUMNS: &str = "projection, transaction_id::text, position, stream_sequence, status, error, failed_event, updated_at";
 
 fn from_row(row: &tokio_postgres::Row) -> Result<Checkpoint, StoreError> {
-    let transaction: String = row.try_get(1)?;
     Ok(Checkpoint {
         projection: row.try_get(0)?,
-        position: Position::new(
-            transaction
-                .parse()
-                .map_err(|_| StoreError::Internal(format!("bad transaction id {transaction:?}")))?,
-            row.try_get(2)?,
-        ),
+        position: Position::from_row(row, 1, 2)?,
         stream_sequence: row.try_get::<_, i64>(3)? as u64,
         status: row.try_get(4)?,
         error: row.try_get(5)?,
@@ -50,24 +44,25 @@ pub async fn load<C: GenericClient>(
     client: &C,
     projection: &str,
 ) -> Result<Checkpoint, StoreError> {
-    let row = client
-        .query_opt(
-            &format!("select {COLUMNS} from read.checkpoints where projection = $1"),
-            &[&projection],
-        )
-        .await?
-        .ok_or_else(|| {
-            StoreError::Internal(format!("no checkpoint row for projection {projection}"))
-        })?;
-    from_row(&row)
+    one(client, projection, "").await
 }
 
 /// One projection's checkpoint, locked until the transaction ends: the live
 /// projector and a rebuild's swap take turns on this row.
 pub async fn lock<C: GenericClient>(tx: &C, projection: &str) -> Result<Checkpoint, StoreError> {
-    let row = tx
+    one(tx, projection, " for update").await
+}
+
+/// One projection's checkpoint, read with `locking` (a locking clause or
+/// nothing).
+async fn one<C: GenericClient>(
+    client: &C,
+    projection: &str,
+    locking: &str,
+) -> Result<Checkpoint, StoreError> {
+    let row = client
         .query_opt(
-            &format!("select {COLUMNS} from read.checkpoints where projection = $1 for update"),
+            &format!("select {COLUMNS} from read.checkpoints where projection = $1{locking}"),
             &[&projection],
         )
         .await?

@@ -7,7 +7,8 @@
 //! - [`runner`]: the live projector, consuming JetStream.
 //! - [`rebuild`]: rebuilding from the event log beside the live tables, and
 //!   the comparison behind `--dry-run` and `ordo check`.
-//! - [`check`]: the invariants of CONTRACT.md section 7.
+//! - [`check`]: the invariants `ordo check` verifies
+//!   (`docs/reference/guarantees.md#invariants-checked-by-ordo-check`).
 //! - [`query`]: what the HTTP API reads, and waiting for a position.
 //! - [`status`]: positions and lag for `ordo status` and `GET /projections`.
 //! - [`writes`]: a batch's writes, collected and then sent together.

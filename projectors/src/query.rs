@@ -21,6 +21,24 @@ fn money(text: &str) -> Result<String, StoreError> {
     Ok(d.to_string())
 }
 
+/// The row of `read.<table>` with this id, if there is one, as `from_row`
+/// reads `columns`.
+async fn by_id<C: GenericClient, T>(
+    client: &C,
+    columns: &str,
+    table: &str,
+    id: Uuid,
+    from_row: fn(&tokio_postgres::Row) -> Result<T, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    let row = client
+        .query_opt(
+            &format!("select {columns} from read.{table} where id = $1"),
+            &[&id],
+        )
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
 /// `GET /users/{id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UserView {
@@ -56,13 +74,7 @@ fn user_row(row: &tokio_postgres::Row) -> Result<UserView, StoreError> {
 
 /// One user.
 pub async fn user<C: GenericClient>(client: &C, id: Uuid) -> Result<Option<UserView>, StoreError> {
-    let row = client
-        .query_opt(
-            &format!("select {USER_COLUMNS} from read.users where id = $1"),
-            &[&id],
-        )
-        .await?;
-    row.as_ref().map(user_row).transpose()
+    by_id(client, USER_COLUMNS, "users", id, user_row).await
 }
 
 /// Users with this (normalised) email: at most one.
@@ -126,13 +138,7 @@ pub async fn product<C: GenericClient>(
     client: &C,
     id: Uuid,
 ) -> Result<Option<ProductView>, StoreError> {
-    let row = client
-        .query_opt(
-            &format!("select {PRODUCT_COLUMNS} from read.products where id = $1"),
-            &[&id],
-        )
-        .await?;
-    row.as_ref().map(product_row).transpose()
+    by_id(client, PRODUCT_COLUMNS, "products", id, product_row).await
 }
 
 /// A page of products in id order, after `after`; and the cursor of the next
@@ -219,13 +225,7 @@ pub async fn order<C: GenericClient>(
     client: &C,
     id: Uuid,
 ) -> Result<Option<OrderView>, StoreError> {
-    let row = client
-        .query_opt(
-            &format!("select {ORDER_COLUMNS} from read.orders where id = $1"),
-            &[&id],
-        )
-        .await?;
-    row.as_ref().map(order_row).transpose()
+    by_id(client, ORDER_COLUMNS, "orders", id, order_row).await
 }
 
 /// A user's orders, newest first.

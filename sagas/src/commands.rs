@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 
 use domain::aggregate::Aggregate;
 use domain::fulfilment::{DomainCommand, SagaCommand, SagaCommandKind, SagaInput};
-use domain::ids::StreamType;
 use domain::order::{Order, OrderCommand, OrderError, OrderEvent, OrderState, OrderStatus};
 use domain::product::{Product, ProductError};
 use domain::values::CancelReason;
@@ -57,7 +56,6 @@ pub(crate) enum Outcome {
 pub(crate) struct UnpaidOrder;
 
 impl Aggregate for UnpaidOrder {
-    const STREAM_TYPE: StreamType = StreamType::Order;
     type State = OrderState;
     type Command = OrderCommand;
     type Event = OrderEvent;

@@ -1,9 +1,10 @@
 //! From a NATS message to what the saga of one order should be told.
 //!
-//! Every message body is a CloudEvents envelope (CONTRACT.md section 3). The
-//! saga needs order events (correlated by the stream id, `order-<uuid>`) and
-//! the stock events of products (correlated by the `order_id` in their data);
-//! everything else only moves the checkpoint.
+//! Every message body is a CloudEvents envelope
+//! (`docs/reference/events.md#the-envelope`). The saga needs order events
+//! (correlated by the stream id, `order-<uuid>`) and the stock events of
+//! products (correlated by the `order_id` in their data); everything else
+//! only moves the checkpoint.
 //!
 //! Nothing here may panic on what arrives: a body that is not an ordo
 //! envelope is [`Classified::Malformed`] (logged, counted, skipped); an

@@ -531,25 +531,6 @@ pub async fn due_timers(
     Ok(out)
 }
 
-/// The id of the event at a log position.
-pub async fn event_at(
-    tx: &impl GenericClient,
-    position: Position,
-) -> Result<Option<Uuid>, SagaError> {
-    let statement = tx
-        .prepare_cached(
-            "select event_id from events where transaction_id = $1::text::xid8 and position = $2",
-        )
-        .await?;
-    Ok(tx
-        .query_opt(
-            &statement,
-            &[&position.transaction_sql(), &position.position],
-        )
-        .await?
-        .map(|r| r.get(0)))
-}
-
 /// How many sagas need a human: given-up compensations and parked sagas.
 pub async fn count_needing_attention(client: &impl GenericClient) -> Result<i64, SagaError> {
     Ok(client

@@ -11,48 +11,34 @@ pub struct PoolSpec {
     pub size: usize,
 }
 
+impl PoolSpec {
+    /// A pool named `name` of at most `size` connections.
+    pub const fn new(name: &'static str, size: usize) -> PoolSpec {
+        PoolSpec { name, size }
+    }
+}
+
 /// The API's commands; sized by `ORDO_API_CONNECTIONS`. Few on purpose:
 /// a command waits for one rather than admit orders faster than the saga
 /// and projectors follow on saturated CPUs.
-pub const API: PoolSpec = PoolSpec {
-    name: "ordo-api",
-    size: 0,
-};
+pub const API: PoolSpec = PoolSpec::new("ordo-api", 0);
 
 /// The API's reads (read models, the log, `/projections`), as many again
 /// as its commands, so that reads never queue behind commands.
-pub const API_READS: PoolSpec = PoolSpec {
-    name: "ordo-api-reads",
-    size: 0,
-};
+pub const API_READS: PoolSpec = PoolSpec::new("ordo-api-reads", 0);
 
 /// The relay's log reads and checkpoints.
-pub const RELAY: PoolSpec = PoolSpec {
-    name: "ordo-relay",
-    size: 8,
-};
+pub const RELAY: PoolSpec = PoolSpec::new("ordo-relay", 8);
 
 /// One session LISTENing for appends, waking the relay.
-pub const LISTENER: PoolSpec = PoolSpec {
-    name: "ordo-listener",
-    size: 1,
-};
+pub const LISTENER: PoolSpec = PoolSpec::new("ordo-listener", 1);
 
 /// Every projector of a process, together.
-pub const PROJECTOR: PoolSpec = PoolSpec {
-    name: "ordo-projector",
-    size: 32,
-};
+pub const PROJECTOR: PoolSpec = PoolSpec::new("ordo-projector", 32);
 
 /// The saga coordinator's own transactions: the consumer's, the feeder's,
 /// the timer poller's, and one to spare.
-pub const SAGA: PoolSpec = PoolSpec {
-    name: "ordo-saga",
-    size: 4,
-};
+pub const SAGA: PoolSpec = PoolSpec::new("ordo-saga", 4);
 
 /// The commands the saga coordinator runs, many at once.
-pub const SAGA_COMMANDS: PoolSpec = PoolSpec {
-    name: "ordo-saga-commands",
-    size: 24,
-};
+pub const SAGA_COMMANDS: PoolSpec = PoolSpec::new("ordo-saga-commands", 24);

@@ -603,8 +603,9 @@ async fn tail(shared: Arc<Shared>, mut after: String, stop: Arc<AtomicBool>) -> 
 /// every 2 ms) with the position applied through, which often covers later
 /// confirmations too. So a confirmation is seen within a round trip of the
 /// projection applying it, at the cost of one small request per projection
-/// commit, where polling the whole `/projections` list every 20 ms saw it
-/// about 50 ms late under load (the list counts every projection's lag).
+/// commit. Polling the whole `/projections` list instead saw confirmations
+/// late under load (the list counts every projection's lag, and the pause
+/// between polls adds to it; docs/BENCHMARKS.md has the figures).
 async fn watch_projection(shared: Arc<Shared>, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     while !stop.load(Ordering::SeqCst) {
         let earliest = lock(&shared.waiting).peek().map(|entry| entry.0 .0);
@@ -675,6 +676,17 @@ fn ms(histogram: &Option<Histogram<u64>>, quantile: f64) -> f64 {
         .map_or(0.0, |h| h.value_at_quantile(quantile) as f64 / 1000.0)
 }
 
+/// "p50 / p90 / p99 / max ms" of a latency histogram (zeros when empty).
+fn quantiles(histogram: &Option<Histogram<u64>>) -> String {
+    format!(
+        "{:.1} / {:.1} / {:.1} / {:.1} ms",
+        ms(histogram, 0.5),
+        ms(histogram, 0.9),
+        ms(histogram, 0.99),
+        histogram.as_ref().map_or(0.0, |h| h.max() as f64 / 1000.0)
+    )
+}
+
 fn report(
     settings: &Settings,
     tally: &Tally,
@@ -729,29 +741,11 @@ fn report(
     );
     line(
         "POST /orders p50 / p90 / p99 / max",
-        format!(
-            "{:.1} / {:.1} / {:.1} / {:.1} ms",
-            ms(&tally.post_latency, 0.5),
-            ms(&tally.post_latency, 0.9),
-            ms(&tally.post_latency, 0.99),
-            tally
-                .post_latency
-                .as_ref()
-                .map_or(0.0, |h| h.max() as f64 / 1000.0)
-        ),
+        quantiles(&tally.post_latency),
     );
     line(
         "placed → confirmed visible p50/p90/p99/max",
-        format!(
-            "{:.1} / {:.1} / {:.1} / {:.1} ms",
-            ms(&tally.visible_latency, 0.5),
-            ms(&tally.visible_latency, 0.9),
-            ms(&tally.visible_latency, 0.99),
-            tally
-                .visible_latency
-                .as_ref()
-                .map_or(0.0, |h| h.max() as f64 / 1000.0)
-        ),
+        quantiles(&tally.visible_latency),
     );
     line(
         "projection lag, max",

@@ -123,22 +123,31 @@ struct Seeder<'a> {
 }
 
 impl Seeder<'_> {
-    async fn push(
-        &mut self,
-        stream_type: &'static str,
-        aggregate: Uuid,
-        event: &impl DomainEvent,
-    ) -> anyhow::Result<()> {
-        let stream_id = format!("{stream_type}-{aggregate}");
+    /// Adds `event` to the stream of `aggregate`, of the event's stream type.
+    async fn push<E: DomainEvent>(&mut self, aggregate: Uuid, event: &E) -> anyhow::Result<()> {
+        let stream_id = E::STREAM_TYPE.stream_id(aggregate);
         let version = self.versions.entry(stream_id.clone()).or_insert(0);
         *version += 1;
         self.version.push(*version);
         self.stream_id.push(stream_id);
-        self.stream_type.push(stream_type);
+        self.stream_type.push(E::STREAM_TYPE.as_str());
         self.event_type.push(event.event_type());
         self.data.push(event.to_data());
         if self.stream_id.len() >= SEED_CHUNK {
             self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Adds, for each of `lines`, `event(quantity)` to the line's product.
+    async fn push_per_line(
+        &mut self,
+        lines: &[OrderLine],
+        event: impl Fn(Quantity) -> ProductEvent,
+    ) -> anyhow::Result<()> {
+        for line in lines {
+            self.push(line.product_id.as_uuid(), &event(line.quantity))
+                .await?;
         }
         Ok(())
     }
@@ -203,7 +212,7 @@ async fn seed(
             price: value(Money::parse("9.99"))?,
             stock: 100_000_000,
         };
-        seeder.push("product", id.as_uuid(), &event).await?;
+        seeder.push(id.as_uuid(), &event).await?;
     }
     let users: Vec<UserId> = (0..USERS).map(|_| UserId::new(Uuid::new_v4())).collect();
     for (i, id) in users.iter().enumerate() {
@@ -212,7 +221,7 @@ async fn seed(
             email: value(Email::parse(&format!("bench{i}@example.com")))?,
             name: value(Name::parse("Bench user"))?,
         };
-        seeder.push("user", id.as_uuid(), &event).await?;
+        seeder.push(id.as_uuid(), &event).await?;
     }
     let price = value(Money::parse("9.99"))?;
     let mut rng = rand::rng();
@@ -238,40 +247,27 @@ async fn seed(
             lines: lines.clone(),
             total,
         };
-        seeder.push("order", order_id.as_uuid(), &placed).await?;
-        for line in &lines {
-            let reserved = ProductEvent::StockReserved {
-                order_id,
-                quantity: line.quantity,
-            };
-            seeder
-                .push("product", line.product_id.as_uuid(), &reserved)
-                .await?;
-        }
+        let order = order_id.as_uuid();
+        seeder.push(order, &placed).await?;
         seeder
-            .push("order", order_id.as_uuid(), &OrderEvent::OrderConfirmed)
+            .push_per_line(&lines, |quantity| ProductEvent::StockReserved {
+                order_id,
+                quantity,
+            })
             .await?;
+        seeder.push(order, &OrderEvent::OrderConfirmed).await?;
         if rng.random_bool(0.5) {
             seeder
-                .push(
-                    "order",
-                    order_id.as_uuid(),
-                    &OrderEvent::OrderPaid { amount: total },
-                )
+                .push(order, &OrderEvent::OrderPaid { amount: total })
                 .await?;
             if rng.random_bool(0.5) {
+                seeder.push(order, &OrderEvent::OrderShipped).await?;
                 seeder
-                    .push("order", order_id.as_uuid(), &OrderEvent::OrderShipped)
-                    .await?;
-                for line in &lines {
-                    let shipped = ProductEvent::StockShipped {
+                    .push_per_line(&lines, |quantity| ProductEvent::StockShipped {
                         order_id,
-                        quantity: line.quantity,
-                    };
-                    seeder
-                        .push("product", line.product_id.as_uuid(), &shipped)
-                        .await?;
-                }
+                        quantity,
+                    })
+                    .await?;
             }
         }
     }

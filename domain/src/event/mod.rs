@@ -1,10 +1,11 @@
 //! Events as stored: type names, payloads, schema versions and decoding.
 //!
 //! An event in the store is `(stream type, event type, schema version, data)`
-//! where `data` is the JSON object of CONTRACT.md section 4. Each aggregate's
-//! event enum implements [`DomainEvent`] to turn itself into that `data` and
-//! back. Reading goes through [`upcast`] first, so payloads written by older
-//! code (a lower `schema_version`) decode into today's types.
+//! where `data` is the JSON object `docs/reference/events.md#event-types`
+//! describes for each type. Each aggregate's event enum implements
+//! [`DomainEvent`] to turn itself into that `data` and back. Reading goes
+//! through [`upcast`] first, so payloads written by older code (a lower
+//! `schema_version`) decode into today's types.
 //!
 //! The enums serialise with serde's internal tagging (`{"type": ..., fields}`);
 //! `to_data` drops the tag because the envelope carries the type separately,
@@ -133,6 +134,17 @@ pub struct UniqueClaim {
     pub value: String,
     /// Take or release.
     pub action: ClaimAction,
+}
+
+impl UniqueClaim {
+    /// A claim that takes `value`, of `kind`.
+    pub fn take(kind: ClaimKind, value: &str) -> UniqueClaim {
+        UniqueClaim {
+            kind,
+            value: value.to_owned(),
+            action: ClaimAction::Take,
+        }
+    }
 }
 
 /// An event of any stream type: what the relay, projectors and the audit
@@ -265,6 +277,46 @@ pub fn schema_path(stream_type: StreamType, event_type: &str, version: u32) -> S
         stream_type.as_str()
     )
 }
+
+/// Implements [`DomainEvent`] for an internally tagged event enum, given its
+/// stream type and its variants in order. Each variant's name is its event
+/// type, the same name serde writes as the `type` tag, so the two cannot
+/// disagree. Items in an optional trailing block (`unique_claims`) go into
+/// the impl as written.
+macro_rules! tagged_domain_event {
+    (
+        $event:ty,
+        $stream_type:expr,
+        [$($variant:ident),+ $(,)?]
+        $(, { $($item:tt)* })? $(,)?
+    ) => {
+        impl $crate::event::DomainEvent for $event {
+            const STREAM_TYPE: $crate::ids::StreamType = $stream_type;
+            const TYPES: &'static [&'static str] = &[$(stringify!($variant)),+];
+
+            fn event_type(&self) -> &'static str {
+                match self {
+                    $(Self::$variant { .. } => stringify!($variant),)+
+                }
+            }
+
+            fn to_data(&self) -> ::serde_json::Value {
+                $crate::event::data_without_tag(self)
+            }
+
+            fn from_stored(
+                event_type: &str,
+                schema_version: u32,
+                data: ::serde_json::Value,
+            ) -> Result<Self, $crate::event::DecodeError> {
+                $crate::event::decode_tagged(event_type, schema_version, data)
+            }
+
+            $($($item)*)?
+        }
+    };
+}
+pub(crate) use tagged_domain_event;
 
 /// `to_data` for the internally tagged event enums: the serialised event
 /// minus its `type` tag.

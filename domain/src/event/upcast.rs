@@ -8,10 +8,12 @@
 //! their own, and each has a schema file (`<Type>.v<n>.json`) documenting the
 //! shape it reads.
 //!
-//! The one real example: `OrderPlaced` v0 had no `total`; v1 carries it
-//! because readers need it (STYLE.md: events carry what readers need). The
-//! upcaster computes it from the lines with exact decimals.
+//! The one real example: `OrderPlaced` v0 had no `total`; v1 carries it,
+//! because an event carries what its readers need rather than leaving each of
+//! them to recompute it. The upcaster computes it from the lines with exact
+//! decimals.
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::DecodeError;
@@ -88,20 +90,8 @@ fn order_placed_v0_to_v1(data: Value) -> Result<Value, DecodeError> {
         .ok_or_else(|| invalid("`lines` must be an array".to_owned()))?;
     let mut total = Money::ZERO;
     for (i, line) in lines.iter().enumerate() {
-        let quantity: Quantity = line
-            .get("quantity")
-            .cloned()
-            .ok_or_else(|| invalid(format!("line {i} has no quantity")))
-            .and_then(|q| {
-                serde_json::from_value(q).map_err(|e| invalid(format!("line {i}: {e}")))
-            })?;
-        let unit_price: Money = line
-            .get("unit_price")
-            .cloned()
-            .ok_or_else(|| invalid(format!("line {i} has no unit_price")))
-            .and_then(|p| {
-                serde_json::from_value(p).map_err(|e| invalid(format!("line {i}: {e}")))
-            })?;
+        let quantity: Quantity = line_field(line, i, "quantity").map_err(invalid)?;
+        let unit_price: Money = line_field(line, i, "unit_price").map_err(invalid)?;
         total = unit_price
             .checked_mul(quantity)
             .and_then(|line_total| total.checked_add(line_total))
@@ -109,6 +99,15 @@ fn order_placed_v0_to_v1(data: Value) -> Result<Value, DecodeError> {
     }
     fields.insert("total".to_owned(), Value::String(total.to_string()));
     Ok(Value::Object(fields))
+}
+
+/// Field `name` of line `i` of a payload, or what is wrong with it.
+fn line_field<T: DeserializeOwned>(line: &Value, i: usize, name: &str) -> Result<T, String> {
+    let value = line
+        .get(name)
+        .cloned()
+        .ok_or_else(|| format!("line {i} has no {name}"))?;
+    serde_json::from_value(value).map_err(|e| format!("line {i}: {e}"))
 }
 
 #[cfg(test)]

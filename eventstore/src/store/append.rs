@@ -17,9 +17,10 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::request::{position_from, AppendRequest, Appended, ClaimChange, ExpectedVersion};
+use super::request::{AppendRequest, Appended, ClaimChange, ExpectedVersion};
 use crate::error::StoreError;
 use crate::event::Metadata;
+use crate::position::Position;
 
 /// How many times an `Any` append re-reads the stream's version after losing a
 /// race before reporting the conflict.
@@ -116,28 +117,38 @@ fn append_sql(shape: Shape) -> String {
         ));
         next += 1;
     }
+    // Claims taken, then claims released: each binds the next two
+    // parameters, arrays of kinds and of values, read as rows `c(kind, value)`.
+    let mut claims = || {
+        let rows = format!(
+            "unnest(${}::text[], ${}::text[]) as c(kind, value)",
+            next,
+            next + 1
+        );
+        next += 2;
+        rows
+    };
     if shape.takes {
-        let (kinds, values) = (next, next + 1);
         sql.push_str(&format!(
             ",
          claimed as (
              insert into unique_claims (kind, value, stream_id)
-             select c.kind, c.value, $1 from unnest(${kinds}::text[], ${values}::text[]) as c(kind, value)
+             select c.kind, c.value, $1 from {}
              returning 1
-         )"
+         )",
+            claims()
         ));
-        next += 2;
     }
     if shape.releases {
-        let (kinds, values) = (next, next + 1);
         sql.push_str(&format!(
             ",
          released as (
              delete from unique_claims u
-              using unnest(${kinds}::text[], ${values}::text[]) as c(kind, value)
+              using {}
               where u.kind = c.kind and u.value = c.value and u.stream_id = $1
              returning 1
-         )"
+         )",
+            claims()
         ));
     }
     sql.push_str(
@@ -233,10 +244,8 @@ async fn append_once(
     // The correlation id has its own column; the rest goes to `metadata`,
     // serialised straight into the statement's buffer.
     let metadata = tokio_postgres::types::Json(StoredMetadata::of(request.metadata));
-    let take_kinds: Vec<&str> = takes.iter().map(|c| c.kind.as_str()).collect();
-    let take_values: Vec<&str> = takes.iter().map(|c| c.value.as_str()).collect();
-    let release_kinds: Vec<&str> = releases.iter().map(|c| c.kind.as_str()).collect();
-    let release_values: Vec<&str> = releases.iter().map(|c| c.value.as_str()).collect();
+    let taken = claim_columns(&takes);
+    let released = claim_columns(&releases);
 
     let first = &request.events[0];
     let mut params: Vec<&(dyn ToSql + Sync)> = if single {
@@ -267,13 +276,11 @@ async fn append_once(
     if let Some(command_id) = &command_id {
         params.push(command_id);
     }
-    if !takes.is_empty() {
-        params.push(&take_kinds);
-        params.push(&take_values);
-    }
-    if !releases.is_empty() {
-        params.push(&release_kinds);
-        params.push(&release_values);
+    for (kinds, values) in [&taken, &released] {
+        if !kinds.is_empty() {
+            params.push(kinds);
+            params.push(values);
+        }
     }
 
     let rows = match client.query(&statement, &params).await {
@@ -289,10 +296,18 @@ async fn append_once(
         stream_id: request.stream_id.to_owned(),
         first_version: first.get::<_, i64>(0) as u64,
         last_version: last.get::<_, i64>(0) as u64,
-        position: position_from(last, 2, 1)?,
+        position: Position::from_row(last, 2, 1)?,
         recorded_at: last.get(3),
         replayed: false,
     })
+}
+
+/// Claims as the two arrays an append binds: their kinds and their values.
+fn claim_columns<'c>(claims: &[&'c ClaimChange]) -> (Vec<&'c str>, Vec<&'c str>) {
+    claims
+        .iter()
+        .map(|c| (c.kind.as_str(), c.value.as_str()))
+        .unzip()
 }
 
 /// Turns a failed append into the error its cause deserves.
@@ -384,7 +399,7 @@ pub(super) async fn find_command(
             stream_id: row.get(0),
             first_version: row.get::<_, i64>(1) as u64,
             last_version: row.get::<_, i64>(2) as u64,
-            position: position_from(&row, 3, 4)?,
+            position: Position::from_row(&row, 3, 4)?,
             recorded_at: row.get(5),
             replayed: true,
         })),

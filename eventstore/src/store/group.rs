@@ -41,10 +41,11 @@ use tokio_postgres::types::{Json, ToSql};
 use uuid::Uuid;
 
 use super::append::{append_alone, StoredMetadata};
-use super::request::{position_from, AppendRequest, Appended, ExpectedVersion};
+use super::request::{AppendRequest, Appended, ExpectedVersion};
 use crate::error::StoreError;
 use crate::event::{Metadata, NewEvent};
 use crate::notify::Notifier;
+use crate::position::Position;
 
 /// Batches written at the same time, each on its own connection.
 pub(crate) const SLOTS: usize = 4;
@@ -362,7 +363,7 @@ async fn append_together(
     for row in rows {
         let stream_id: String = row.try_get(0)?;
         let version = row.try_get::<_, i64>(1)? as u64;
-        let position = position_from(&row, 3, 2)?;
+        let position = Position::from_row(&row, 3, 2)?;
         let recorded_at: DateTime<Utc> = row.try_get(4)?;
         let entry = written.entry(stream_id.clone()).or_insert(Appended {
             stream_id,

@@ -6,7 +6,7 @@ use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 
 use super::horizon::Below;
-use super::request::{position_from, LogFilter};
+use super::request::LogFilter;
 use crate::error::StoreError;
 use crate::event::RecordedEvent;
 use crate::position::Position;
@@ -50,29 +50,23 @@ pub(super) async fn read_log_below<T: LogRow, C: tokio_postgres::GenericClient>(
         (&after.position, Type::INT8),
         (&limit, Type::INT8),
     ];
-    if let Some(stream_id) = &filter.stream_id {
-        params.push((stream_id, Type::TEXT));
-        sql.push_str(&format!(" and stream_id = ${}", params.len()));
-    }
-    if let Some(stream_type) = &filter.stream_type {
-        params.push((stream_type, Type::TEXT));
-        sql.push_str(&format!(" and stream_type = ${}", params.len()));
-    }
-    if let Some(event_type) = &filter.event_type {
-        params.push((event_type, Type::TEXT));
-        sql.push_str(&format!(" and type = ${}", params.len()));
-    }
-    if let Some(correlation_id) = &filter.correlation_id {
-        params.push((correlation_id, Type::UUID));
-        sql.push_str(&format!(" and correlation_id = ${}", params.len()));
-    }
-    if let Some(since) = &filter.since {
-        params.push((since, Type::TIMESTAMPTZ));
-        sql.push_str(&format!(" and recorded_at >= ${}", params.len()));
-    }
-    if let Some(until) = &filter.until {
-        params.push((until, Type::TIMESTAMPTZ));
-        sql.push_str(&format!(" and recorded_at < ${}", params.len()));
+    let conditions: [(Option<&(dyn ToSql + Sync)>, Type, &str); 6] = [
+        (as_param(&filter.stream_id), Type::TEXT, "stream_id ="),
+        (as_param(&filter.stream_type), Type::TEXT, "stream_type ="),
+        (as_param(&filter.event_type), Type::TEXT, "type ="),
+        (
+            as_param(&filter.correlation_id),
+            Type::UUID,
+            "correlation_id =",
+        ),
+        (as_param(&filter.since), Type::TIMESTAMPTZ, "recorded_at >="),
+        (as_param(&filter.until), Type::TIMESTAMPTZ, "recorded_at <"),
+    ];
+    for (value, ty, condition) in conditions {
+        if let Some(value) = value {
+            params.push((value, ty));
+            sql.push_str(&format!(" and {condition} ${}", params.len()));
+        }
     }
     sql.push_str(" order by transaction_id, position limit $3");
     // The whole log in order (the relay, a rebuild, an unfiltered page) is
@@ -98,6 +92,11 @@ pub(super) async fn read_log_below<T: LogRow, C: tokio_postgres::GenericClient>(
     Ok((rows, plain))
 }
 
+/// A filter's value as a statement parameter, when it is set.
+fn as_param<T: ToSql + Sync>(value: &Option<T>) -> Option<&(dyn ToSql + Sync)> {
+    value.as_ref().map(|v| v as &(dyn ToSql + Sync))
+}
+
 /// The last position of the whole log (committed, below the horizon or not).
 pub(super) async fn head(client: &deadpool_postgres::Object) -> Result<Position, StoreError> {
     let row = client
@@ -108,14 +107,15 @@ pub(super) async fn head(client: &deadpool_postgres::Object) -> Result<Position,
         )
         .await?;
     Ok(match row {
-        Some(row) => position_from(&row, 0, 1)?,
+        Some(row) => Position::from_row(&row, 0, 1)?,
         None => Position::START,
     })
 }
 
-/// The id of the event at a position, if there is one.
-pub(super) async fn event_at(
-    client: &deadpool_postgres::Object,
+/// The id of the event at a position, if there is one, read on `client`
+/// (a pooled connection or a transaction of one).
+pub async fn event_at(
+    client: &impl deadpool_postgres::GenericClient,
     position: Position,
 ) -> Result<Option<Uuid>, StoreError> {
     let statement = client

@@ -12,7 +12,7 @@
 //! - `stream`: reading streams: versions, heads, tails, as of a position or
 //!   time.
 //! - `log`: reading the global log in order below the horizon ([`read_log`],
-//!   [`LogRow`]), the log's head.
+//!   [`LogRow`]), the log's head, the event at a position ([`event_at`]).
 //! - `horizon`: the log's horizon: what reads of the log wait for, who
 //!   holds it back ([`Horizon`]), whether events wait beyond it. The
 //!   argument that no event is skipped is in
@@ -42,7 +42,7 @@ use self::group::GroupAppender;
 pub use self::group::GroupStats;
 use self::horizon::Below;
 pub use self::horizon::{Horizon, HorizonHolder};
-pub use self::log::{read_log, LogRow};
+pub use self::log::{event_at, read_log, LogRow};
 pub use self::request::{AppendRequest, Appended, AsOf, ClaimChange, ExpectedVersion, LogFilter};
 
 /// The event store: a pool plus the notifier that wakes readers after appends.

@@ -5,7 +5,6 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::error::StoreError;
 use crate::event::{Metadata, NewEvent};
 use crate::position::Position;
 
@@ -100,18 +99,4 @@ pub struct LogFilter {
     pub since: Option<DateTime<Utc>>,
     /// Recorded before.
     pub until: Option<DateTime<Utc>>,
-}
-
-/// The position in columns `tx` (the transaction id as text) and `pos` of
-/// `row`.
-pub(super) fn position_from(
-    row: &tokio_postgres::Row,
-    tx: usize,
-    pos: usize,
-) -> Result<Position, StoreError> {
-    let transaction: String = row.try_get(tx)?;
-    let transaction_id = transaction
-        .parse()
-        .map_err(|_| StoreError::Internal(format!("unexpected transaction id {transaction:?}")))?;
-    Ok(Position::new(transaction_id, row.try_get(pos)?))
 }

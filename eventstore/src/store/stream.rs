@@ -2,7 +2,7 @@
 //! several streams in one statement, and a stream as it stood at a position
 //! or time.
 
-use super::request::{position_from, AsOf};
+use super::request::AsOf;
 use crate::error::StoreError;
 use crate::event::RecordedEvent;
 use crate::position::Position;
@@ -31,7 +31,7 @@ pub(super) async fn stream_head(
         )
         .await?;
     match client.query_opt(&statement, &[&stream_id]).await? {
-        Some(row) => Ok(Some(position_from(&row, 0, 1)?)),
+        Some(row) => Ok(Some(Position::from_row(&row, 0, 1)?)),
         None => Ok(None),
     }
 }

@@ -45,11 +45,7 @@ pub(crate) async fn plan(
     events: &[ProjectionEvent],
     writes: &mut Writes,
 ) -> Result<(), ApplyError> {
-    let ids: Vec<Uuid> = events
-        .iter()
-        .filter(|e| e.stream_type == Some(StreamType::Order))
-        .filter_map(|e| e.aggregate_id)
-        .collect();
+    let ids = super::aggregate_ids(events, StreamType::Order);
     if ids.is_empty() {
         return Ok(());
     }
@@ -88,14 +84,11 @@ pub(crate) async fn plan(
             continue;
         }
         let poison = |reason: String| ApplyError::poison(events, index, reason);
-        let order = match &event.decoded {
-            Ok(AnyEvent::Order(order)) => order,
-            Ok(_) => return Err(poison("not an order event".into())),
-            Err(reason) => return Err(poison(reason.clone())),
-        };
-        let id = event
-            .aggregate_id
-            .ok_or_else(|| poison("stream id has no uuid".into()))?;
+        let (id, order) = super::decoded(event, "an order", |any| match any {
+            AnyEvent::Order(order) => Some(order),
+            _ => None,
+        })
+        .map_err(poison)?;
         expect_next(rows.get(&id).map_or(0, |r| r.version), event.version).map_err(poison)?;
         if let OrderEvent::OrderPlaced {
             user_id,

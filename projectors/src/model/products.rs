@@ -32,11 +32,7 @@ pub(crate) async fn plan(
     events: &[ProjectionEvent],
     writes: &mut Writes,
 ) -> Result<(), ApplyError> {
-    let ids: Vec<Uuid> = events
-        .iter()
-        .filter(|e| e.stream_type == Some(StreamType::Product))
-        .filter_map(|e| e.aggregate_id)
-        .collect();
+    let ids = super::aggregate_ids(events, StreamType::Product);
     if ids.is_empty() {
         return Ok(());
     }
@@ -71,14 +67,11 @@ pub(crate) async fn plan(
             continue;
         }
         let poison = |reason: String| ApplyError::poison(events, index, reason);
-        let product = match &event.decoded {
-            Ok(AnyEvent::Product(product)) => product,
-            Ok(_) => return Err(poison("not a product event".into())),
-            Err(reason) => return Err(poison(reason.clone())),
-        };
-        let id = event
-            .aggregate_id
-            .ok_or_else(|| poison("stream id has no uuid".into()))?;
+        let (id, product) = super::decoded(event, "a product", |any| match any {
+            AnyEvent::Product(product) => Some(product),
+            _ => None,
+        })
+        .map_err(poison)?;
         let current = rows.get(&id).map_or(0, |r| r.version);
         expect_next(current, event.version).map_err(poison)?;
         match product {

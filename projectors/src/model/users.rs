@@ -105,14 +105,11 @@ pub(crate) async fn plan(
         let poison = |reason: String| ApplyError::poison(events, index, reason);
         match event.stream_type {
             Some(StreamType::User) => {
-                let user_event = match &event.decoded {
-                    Ok(AnyEvent::User(user_event)) => user_event,
-                    Ok(_) => return Err(poison("not a user event".into())),
-                    Err(reason) => return Err(poison(reason.clone())),
-                };
-                let id = event
-                    .aggregate_id
-                    .ok_or_else(|| poison("stream id has no uuid".into()))?;
+                let (id, user_event) = super::decoded(event, "a user", |any| match any {
+                    AnyEvent::User(user_event) => Some(user_event),
+                    _ => None,
+                })
+                .map_err(poison)?;
                 expect_next(users.get(&id).map_or(0, |u| u.version), event.version)
                     .map_err(poison)?;
                 match user_event {
@@ -148,14 +145,11 @@ pub(crate) async fn plan(
                 changed_users.insert(id);
             }
             Some(StreamType::Order) => {
-                let order_event = match &event.decoded {
-                    Ok(AnyEvent::Order(order_event)) => order_event,
-                    Ok(_) => return Err(poison("not an order event".into())),
-                    Err(reason) => return Err(poison(reason.clone())),
-                };
-                let id = event
-                    .aggregate_id
-                    .ok_or_else(|| poison("stream id has no uuid".into()))?;
+                let (id, order_event) = super::decoded(event, "an order", |any| match any {
+                    AnyEvent::Order(order_event) => Some(order_event),
+                    _ => None,
+                })
+                .map_err(poison)?;
                 match order_event {
                     OrderEvent::OrderPlaced { user_id, total, .. } => {
                         if orders.contains_key(&id) {

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::engine::{Engine, Work};
 use super::term::TermError;
 use crate::commands::Outcome;
+use crate::error::SagaError;
 use crate::store;
 
 /// Most outcomes written in one transaction.
@@ -237,7 +238,9 @@ impl Engine {
             if !issued.is_empty() {
                 let event_id = match (request.cause.written_event, request.cause.written) {
                     (Some(event_id), _) => Some(event_id),
-                    (None, Some(position)) => store::event_at(&tx, position).await?,
+                    (None, Some(position)) => eventstore::store::event_at(&tx, position)
+                        .await
+                        .map_err(SagaError::from)?,
                     (None, None) => None,
                 };
                 if let Some(event_id) = event_id {
