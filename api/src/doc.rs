@@ -72,25 +72,32 @@ pub struct ProductDoc {
     pub version: i64,
 }
 
-/// Where an order is in its lifecycle.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-#[schema(as = OrderStatus)]
-pub enum OrderStatusDoc {
-    /// Stock is being reserved.
-    Pending,
-    /// Every line reserved; awaiting payment.
-    Confirmed,
-    /// Some line could not be reserved.
-    Rejected,
-    /// Paid.
-    Paid,
-    /// Shipped.
-    Shipped,
-    /// Delivered.
-    Delivered,
-    /// Cancelled.
-    Cancelled,
+/// Where an order is in its lifecycle: the domain's statuses, by their
+/// names (`domain::order::OrderStatus`), so the document cannot miss one.
+#[derive(Debug, Serialize)]
+pub struct OrderStatusDoc(pub String);
+
+impl utoipa::PartialSchema for OrderStatusDoc {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(
+                domain::order::OrderStatus::ALL.map(domain::order::OrderStatus::as_str),
+            ))
+            .description(Some(
+                "Where an order is in its lifecycle: pending while stock is reserved, \
+                 then confirmed or rejected; confirmed orders are paid or cancelled, \
+                 paid ones shipped (or cancelled), shipped ones delivered.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for OrderStatusDoc {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("OrderStatus")
+    }
 }
 
 /// One line of an order.

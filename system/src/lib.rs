@@ -127,10 +127,6 @@ impl System {
         jetstream::new(self.nats.clone())
     }
 
-    fn url(&self, name: &str) -> DatabaseUrl {
-        self.settings.database_url.named(name)
-    }
-
     /// The relay, on connections of its own: its reads then show apart from
     /// the projectors' writes, and never queue behind them.
     pub fn relay(&self) -> Result<Relay, StoreError> {
@@ -142,13 +138,19 @@ impl System {
 
     /// The relay with settings of the caller's.
     pub fn relay_with(&self, config: RelayConfig) -> Result<Relay, StoreError> {
-        let url = self.url(pools::RELAY.name);
-        let store = EventStore::new(url.pool(pools::RELAY.size)?);
+        let database = &self.settings.database_url;
+        let store = EventStore::new(pools::RELAY.pool(database)?);
         let listener = self
             .listener
-            .get_or_init(|| LogListener::spawn(self.url(pools::LISTENER.name)))
+            .get_or_init(|| LogListener::spawn(pools::LISTENER.url(database)))
             .clone();
-        Ok(Relay::new(store, url, self.jetstream(), listener, config))
+        Ok(Relay::new(
+            store,
+            pools::RELAY.url(database),
+            self.jetstream(),
+            listener,
+            config,
+        ))
     }
 
     /// The default settings of a projector.
@@ -168,18 +170,18 @@ impl System {
         projection: Projection,
         config: ProjectorConfig,
     ) -> Result<Projector, StoreError> {
-        let url = self.url(pools::PROJECTOR.name);
+        let database = &self.settings.database_url;
         let pool = match self.projector_pool.get() {
             Some(pool) => pool.clone(),
             None => {
-                let pool = url.pool(pools::PROJECTOR.size)?;
+                let pool = pools::PROJECTOR.pool(database)?;
                 self.projector_pool.get_or_init(|| pool).clone()
             }
         };
         Ok(Projector::new(
             projection,
             pool,
-            url,
+            pools::PROJECTOR.url(database),
             self.jetstream(),
             config,
         ))
@@ -210,19 +212,16 @@ impl System {
         config: RunnerConfig,
         sharing: Option<&Executor>,
     ) -> Result<SagaRunner, StoreError> {
-        let store = EventStore::new(
-            self.url(pools::SAGA_COMMANDS.name)
-                .pool(pools::SAGA_COMMANDS.size)?,
-        );
+        let database = &self.settings.database_url;
+        let store = EventStore::new(pools::SAGA_COMMANDS.pool(database)?);
         let executor = match sharing {
             Some(executor) => executor.sharing_cache(store),
             None => Executor::new(store),
         };
-        let url = self.url(pools::SAGA.name);
         Ok(SagaRunner::new(
             executor,
-            url.pool(pools::SAGA.size)?,
-            url,
+            pools::SAGA.pool(database)?,
+            pools::SAGA.url(database),
             self.jetstream(),
             config,
         ))
@@ -231,10 +230,10 @@ impl System {
     /// The HTTP API's state: commands and reads on pools of their own, each
     /// of `api_connections`, and admission by lag as the settings say.
     pub fn api(&self) -> Result<api::AppState, StoreError> {
-        let size = self.settings.api_connections.max(1);
+        let (database, size) = (&self.settings.database_url, self.settings.api_connections);
         let state = api::AppState::with_pools(
-            self.url(pools::API.name).pool(size)?,
-            self.url(pools::API_READS.name).pool(size)?,
+            pools::API.sized(size).pool(database)?,
+            pools::API_READS.sized(size).pool(database)?,
             self.nats.clone(),
         );
         Ok(match self.settings.admission_lag {

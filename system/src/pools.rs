@@ -2,6 +2,9 @@
 //! (`application_name`, so `pg_stat_activity` tells who holds what) and how
 //! many a process opens at most. Pools connect on first use.
 
+use deadpool_postgres::Pool;
+use eventstore::{DatabaseUrl, StoreError};
+
 /// A role's pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolSpec {
@@ -15,6 +18,21 @@ impl PoolSpec {
     /// A pool named `name` of at most `size` connections.
     pub const fn new(name: &'static str, size: usize) -> PoolSpec {
         PoolSpec { name, size }
+    }
+
+    /// The same pool with another size (for roles sized by a setting).
+    pub const fn sized(self, size: usize) -> PoolSpec {
+        PoolSpec { size, ..self }
+    }
+
+    /// `database`, its connections named as this pool's.
+    pub fn url(&self, database: &DatabaseUrl) -> DatabaseUrl {
+        database.named(self.name)
+    }
+
+    /// The pool on `database` (connecting on first use).
+    pub fn pool(&self, database: &DatabaseUrl) -> Result<Pool, StoreError> {
+        self.url(database).pool(self.size.max(1))
     }
 }
 

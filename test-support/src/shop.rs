@@ -136,15 +136,19 @@ impl Shop {
         (order_id, position)
     }
 
-    /// What the saga does for an order whose stock is there: reserve every
-    /// line, then confirm.
-    pub async fn reserve_and_confirm(&self, order: OrderId) -> Position {
-        let state = self
-            .executor
+    /// The order as it stands now.
+    async fn order(&self, order: OrderId) -> std::sync::Arc<domain::order::OrderState> {
+        self.executor
             .load::<Order>(&order.stream_id())
             .await
             .unwrap_or_else(|e| panic!("{e}"))
-            .state;
+            .state
+    }
+
+    /// What the saga does for an order whose stock is there: reserve every
+    /// line, then confirm.
+    pub async fn reserve_and_confirm(&self, order: OrderId) -> Position {
+        let state = self.order(order).await;
         for line in state.lines() {
             self.run::<Product>(
                 &line.product_id.stream_id(),
@@ -161,12 +165,7 @@ impl Shop {
 
     /// Pays the order's total.
     pub async fn pay(&self, order: OrderId) -> Position {
-        let state = self
-            .executor
-            .load::<Order>(&order.stream_id())
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .state;
+        let state = self.order(order).await;
         let amount = state
             .total()
             .unwrap_or_else(|| panic!("order {order} has no total"));
@@ -176,12 +175,7 @@ impl Shop {
 
     /// Cancels the order and releases its stock, as the saga would.
     pub async fn cancel(&self, order: OrderId) -> Position {
-        let state = self
-            .executor
-            .load::<Order>(&order.stream_id())
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .state;
+        let state = self.order(order).await;
         let reason = CancelReason::parse("customer_request").unwrap_or_else(|e| panic!("{e}"));
         let mut position = self
             .run::<Order>(&order.stream_id(), OrderCommand::Cancel { reason })

@@ -1,6 +1,6 @@
 //! Projection `orders`: `read.orders`, each order with its lines and status.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use domain::event::AnyEvent;
@@ -8,7 +8,6 @@ use domain::ids::StreamType;
 use domain::order::{OrderEvent, OrderStatus};
 use rust_decimal::Decimal;
 use serde_json::json;
-use tokio_postgres::types::Type;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
@@ -29,43 +28,23 @@ struct Row {
     version: i64,
 }
 
-/// Every status, by its stored name.
-pub(crate) fn parse_status(text: &str) -> Option<OrderStatus> {
-    use OrderStatus::*;
-    [
-        Pending, Confirmed, Rejected, Paid, Shipped, Delivered, Cancelled,
-    ]
-    .into_iter()
-    .find(|s| s.as_str() == text)
-}
-
 pub(crate) async fn plan(
     reader: &impl GenericClient,
     schema: &str,
     events: &[ProjectionEvent],
     writes: &mut Writes,
 ) -> Result<(), ApplyError> {
-    let ids = super::aggregate_ids(events, StreamType::Order);
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let mut rows: BTreeMap<Uuid, Row> = BTreeMap::new();
-    let loaded = reader
-        .query_typed(
-            &format!(
-                "select id, user_id, status, lines, total::text, reason, placed_at, updated_at, version
-                   from {schema}.orders where id = any($1)"
-            ),
-            &[(&ids, Type::UUID_ARRAY)],
-        )
-        .await?;
-    for row in loaded {
-        let status: &str = row.get(2);
-        rows.insert(
-            row.get(0),
-            Row {
+    let Some(mut rows) = super::touched_rows(
+        reader,
+        events,
+        StreamType::Order,
+        &format!("{schema}.orders"),
+        "id, user_id, status, lines, total::text, reason, placed_at, updated_at, version",
+        |row| {
+            let status: &str = row.get(2);
+            Ok(Row {
                 user_id: row.get(1),
-                status: parse_status(status).ok_or_else(|| {
+                status: OrderStatus::parse(status).ok_or_else(|| {
                     eventstore::StoreError::Internal(format!("unknown order status {status:?}"))
                 })?,
                 lines: row.get(3),
@@ -74,9 +53,13 @@ pub(crate) async fn plan(
                 placed_at: row.get(6),
                 updated_at: row.get(7),
                 version: row.get(8),
-            },
-        );
-    }
+            })
+        },
+    )
+    .await?
+    else {
+        return Ok(());
+    };
     let mut changed = BTreeSet::new();
 
     for (index, event) in events.iter().enumerate() {

@@ -1,12 +1,9 @@
 //! Projection `products`: `read.products`, stock on hand and reserved per product.
 
-use std::collections::BTreeMap;
-
 use domain::event::AnyEvent;
 use domain::ids::StreamType;
 use domain::product::ProductEvent;
 use rust_decimal::Decimal;
-use tokio_postgres::types::Type;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
@@ -32,24 +29,14 @@ pub(crate) async fn plan(
     events: &[ProjectionEvent],
     writes: &mut Writes,
 ) -> Result<(), ApplyError> {
-    let ids = super::aggregate_ids(events, StreamType::Product);
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let mut rows: BTreeMap<Uuid, Row> = BTreeMap::new();
-    let loaded = reader
-        .query_typed(
-            &format!(
-                "select id, sku, name, price::text, on_hand, reserved, discontinued, version
-                   from {schema}.products where id = any($1)"
-            ),
-            &[(&ids, Type::UUID_ARRAY)],
-        )
-        .await?;
-    for row in loaded {
-        rows.insert(
-            row.get(0),
-            Row {
+    let Some(mut rows) = super::touched_rows(
+        reader,
+        events,
+        StreamType::Product,
+        &format!("{schema}.products"),
+        "id, sku, name, price::text, on_hand, reserved, discontinued, version",
+        |row| {
+            Ok(Row {
                 sku: row.get(1),
                 name: row.get(2),
                 price: super::decimal(row.get::<_, &str>(3))?,
@@ -57,9 +44,13 @@ pub(crate) async fn plan(
                 reserved: row.get::<_, i64>(5),
                 discontinued: row.get(6),
                 version: row.get(7),
-            },
-        );
-    }
+            })
+        },
+    )
+    .await?
+    else {
+        return Ok(());
+    };
     let mut changed = std::collections::BTreeSet::new();
 
     for (index, event) in events.iter().enumerate() {

@@ -8,7 +8,6 @@ use domain::ids::StreamType;
 use domain::order::OrderEvent;
 use domain::user::UserEvent;
 use rust_decimal::Decimal;
-use tokio_postgres::types::Type;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
@@ -63,42 +62,40 @@ pub(crate) async fn plan(
     let mut orders: BTreeMap<Uuid, UserOrder> = BTreeMap::new();
     if !order_ids.is_empty() {
         let ids: Vec<Uuid> = order_ids.into_iter().collect();
-        for row in reader
-            .query_typed(
-                &format!("select order_id, user_id, total::text, paid from {schema}.user_orders where order_id = any($1)"),
-                &[(&ids, Type::UUID_ARRAY)],
-            )
-            .await?
-        {
-            let order = UserOrder { user_id: row.get(1), total: super::decimal(row.get::<_, &str>(2))?, paid: row.get(3) };
-            user_ids.insert(order.user_id);
-            orders.insert(row.get(0), order);
-        }
-    }
-    let mut users: BTreeMap<Uuid, User> = BTreeMap::new();
-    let ids: Vec<Uuid> = user_ids.into_iter().collect();
-    for row in reader
-        .query_typed(
-            &format!(
-                "select id, email, name, active, orders_placed, total_spent::text, version
-                   from {schema}.users where id = any($1)"
-            ),
-            &[(&ids, Type::UUID_ARRAY)],
+        orders = super::load_rows(
+            reader,
+            &format!("{schema}.user_orders"),
+            "order_id, user_id, total::text, paid",
+            &ids,
+            |row| {
+                Ok(UserOrder {
+                    user_id: row.get(1),
+                    total: super::decimal(row.get::<_, &str>(2))?,
+                    paid: row.get(3),
+                })
+            },
         )
-        .await?
-    {
-        users.insert(
-            row.get(0),
-            User {
+        .await?;
+        user_ids.extend(orders.values().map(|order| order.user_id));
+    }
+    let ids: Vec<Uuid> = user_ids.into_iter().collect();
+    let mut users = super::load_rows(
+        reader,
+        &format!("{schema}.users"),
+        "id, email, name, active, orders_placed, total_spent::text, version",
+        &ids,
+        |row| {
+            Ok(User {
                 email: row.get(1),
                 name: row.get(2),
                 active: row.get(3),
                 orders_placed: row.get(4),
                 total_spent: super::decimal(row.get::<_, &str>(5))?,
                 version: row.get(6),
-            },
-        );
-    }
+            })
+        },
+    )
+    .await?;
     let (mut changed_users, mut changed_orders) = (BTreeSet::new(), BTreeSet::new());
 
     for (index, event) in events.iter().enumerate() {
