@@ -22,6 +22,7 @@ use sha2::{Digest as _, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::auth::{Actor, Caller};
 use crate::error::ApiError;
 use crate::extract::{Body, CommandInput, IdPath, IdempotencyKey, RequestMeta};
 use crate::AppState;
@@ -52,9 +53,12 @@ pub struct CommandResponse {
 pub struct Command<T> {
     /// Handles to the store, the executor and the pools.
     pub state: AppState,
+    /// Who asks; a customer is confined to its own user and orders.
+    pub caller: Caller,
     /// Where the request comes from: request id, trace.
     pub meta: RequestMeta,
-    /// `Idempotency-Key`, checked.
+    /// `Idempotency-Key`, checked, and prefixed by the caller's actor
+    /// (unless anonymous).
     pub idempotency_key: Option<String>,
     /// What an idempotency key is bound to and an id derived from it is
     /// derived from: the method and the route's path with the id it names,
@@ -75,14 +79,23 @@ impl<T: CommandInput> FromRequest<AppState> for Command<T> {
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let (mut parts, body) = request.into_parts();
+        let caller = Caller::from_request_parts(&mut parts, state).await?;
         let meta = RequestMeta::from_request_parts(&mut parts, state).await?;
         let IdempotencyKey { key } = IdempotencyKey::from_request_parts(&mut parts, state).await?;
+        // One caller's keys are not another's: a key names a request of
+        // its caller's only, so nobody can replay (or learn of) another
+        // caller's answer by guessing a key.
+        let key = key.map(|key| match &caller.actor {
+            Actor::Anonymous => key,
+            actor => format!("{actor} {key}"),
+        });
         let (route, target) = route(&mut parts, state).await?;
         let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
         let Body(body) = Body::from_request(Request::from_parts(parts, body), state).await?;
         let input = T::read(content_type.as_ref(), &body)?;
         Ok(Command {
             state: state.clone(),
+            caller,
             meta,
             idempotency_key: key,
             route,
@@ -128,11 +141,29 @@ pub trait Resource: Aggregate {
         let _ = state;
         None
     }
+
+    /// The user it belongs to, for confining customers: `None` when it is
+    /// nobody's (or does not exist).
+    fn owner(id: Uuid, state: &Self::State) -> Option<Uuid>;
+
+    /// What a missing one is answered with; also what a customer is
+    /// answered about one that is not theirs, word for word.
+    fn not_found(id: Uuid) -> ApiError {
+        ApiError::NotFound(format!("no {} {id}", Self::STREAM_TYPE.as_str()))
+    }
 }
 
-impl Resource for User {}
+impl Resource for User {
+    fn owner(id: Uuid, state: &Self::State) -> Option<Uuid> {
+        state.user().map(|_| id)
+    }
+}
 
-impl Resource for Product {}
+impl Resource for Product {
+    fn owner(_: Uuid, _: &Self::State) -> Option<Uuid> {
+        None
+    }
+}
 
 impl Resource for Order {
     /// Everything an order causes shares its id as correlation id.
@@ -142,6 +173,10 @@ impl Resource for Order {
 
     fn status(state: &Self::State) -> Option<String> {
         state.status().map(|status| status.as_str().to_owned())
+    }
+
+    fn owner(_: Uuid, state: &Self::State) -> Option<Uuid> {
+        state.order().map(|order| order.user_id.as_uuid())
     }
 }
 
@@ -188,11 +223,18 @@ impl<T> Command<T> {
         let id = self.target.ok_or_else(|| {
             ApiError::Internal(format!("{} names no aggregate to update", self.route))
         })?;
+        self.confine::<A>(id).await?;
         self.run::<A, _, _>(id, None, |ctx| async move {
             let (_, answer) = execute::<A>(&self.state, id, command, &ctx).await?;
             Ok((StatusCode::OK, answer))
         })
         .await
+    }
+
+    /// A customer may act only on its own user and orders: anything else
+    /// is answered as if it did not exist.
+    pub async fn confine<A: Resource>(&self, id: Uuid) -> Result<(), ApiError> {
+        confine::<A>(&self.state, &self.caller, id).await
     }
 
     /// Runs a command on aggregate `id` of type `A` under the request's
@@ -237,8 +279,20 @@ impl<T> Command<T> {
             correlation_id: Some(correlation.unwrap_or(causation)),
             causation_id: Some(causation),
             trace_id: Some(self.meta.trace()),
+            actor: Some(self.caller.actor.to_string()),
         }
     }
+}
+
+/// `Ok` when `caller` may see aggregate `id` of type `A`; a customer is
+/// told that another user's does not exist, in the very words a missing one
+/// gets.
+pub async fn confine<A: Resource>(state: &AppState, caller: &Caller, id: Uuid) -> Result<(), ApiError> {
+    if caller.confined_to().is_none() {
+        return Ok(());
+    }
+    let loaded = state.executor.load::<A>(&A::STREAM_TYPE.stream_id(id)).await?;
+    caller.may_see(A::owner(id, &loaded.state), || A::not_found(id))
 }
 
 /// A hex SHA-256 of the parts of a request.

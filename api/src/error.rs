@@ -36,6 +36,27 @@ pub enum ApiError {
     /// The route exists, the method does not.
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// No valid bearer token (which check failed goes to the log only).
+    #[error("a valid bearer token is required")]
+    Unauthorized {
+        /// Whether a token was given (then `error="invalid_token"`).
+        token_given: bool,
+    },
+    /// A valid token without the scope the operation needs, or a customer
+    /// naming another user.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Over the caller's rate.
+    #[error("too many requests; retry after {retry_after} s")]
+    RateLimited {
+        /// Seconds until a request would be let in.
+        retry_after: u64,
+        /// `RateLimit-Policy` and `RateLimit` headers.
+        headers: Vec<(&'static str, String)>,
+    },
+    /// A customer already holds the most unpaid orders allowed.
+    #[error("{0}")]
+    TooManyUnpaid(String),
     /// The body is over the limit.
     #[error("the request body is larger than 64 KiB")]
     PayloadTooLarge,
@@ -82,6 +103,14 @@ pub enum ProblemCode {
     NotFound,
     /// 405: the route does not take that method.
     MethodNotAllowed,
+    /// 401: no token, or one that is malformed, unknown, expired or revoked.
+    Unauthorized,
+    /// 403: the token's scopes do not allow the operation.
+    Forbidden,
+    /// 409: a customer holds the most unpaid orders allowed.
+    TooManyUnpaidOrders,
+    /// 429: over the caller's rate.
+    RateLimited,
     /// 409: an email or SKU already taken.
     Duplicate,
     /// 409: not allowed in the current state.
@@ -155,14 +184,45 @@ pub mod responses {
         headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))
     )]
     pub struct Unavailable(#[allow(dead_code)] Problem);
+
+    /// No token, or one that is malformed, unknown, expired or revoked
+    /// (`unauthorized`); which check failed is logged, never answered.
+    #[derive(Debug, utoipa::ToResponse)]
+    #[response(
+        content_type = "application/problem+json",
+        headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"ordo\"`, with `error=\"invalid_token\"` when a token was given"))
+    )]
+    pub struct Unauthorized(#[allow(dead_code)] Problem);
+
+    /// The token's scopes do not allow this operation, or a customer named
+    /// another user (`forbidden`).
+    #[derive(Debug, utoipa::ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct Forbidden(#[allow(dead_code)] Problem);
+
+    /// Over the caller's rate (`rate_limited`).
+    #[derive(Debug, utoipa::ToResponse)]
+    #[response(
+        content_type = "application/problem+json",
+        headers(
+            ("Retry-After" = u32, description = "Seconds to wait before retrying"),
+            ("RateLimit-Policy" = String, description = "The caller's quota: `\"per-caller\";q=<requests>;w=1`"),
+            ("RateLimit" = String, description = "What is left: `\"per-caller\";r=0;t=<seconds>`")
+        )
+    )]
+    pub struct TooManyRequests(#[allow(dead_code)] Problem);
 }
 
 impl ProblemCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ProblemCode; 13] = [
+    pub const ALL: [ProblemCode; 17] = [
         ProblemCode::BadRequest,
         ProblemCode::NotFound,
         ProblemCode::MethodNotAllowed,
+        ProblemCode::Unauthorized,
+        ProblemCode::Forbidden,
+        ProblemCode::TooManyUnpaidOrders,
+        ProblemCode::RateLimited,
         ProblemCode::Duplicate,
         ProblemCode::InvalidTransition,
         ProblemCode::Conflict,
@@ -181,6 +241,10 @@ impl ProblemCode {
             ProblemCode::BadRequest => "bad_request",
             ProblemCode::NotFound => "not_found",
             ProblemCode::MethodNotAllowed => "method_not_allowed",
+            ProblemCode::Unauthorized => "unauthorized",
+            ProblemCode::Forbidden => "forbidden",
+            ProblemCode::TooManyUnpaidOrders => "too_many_unpaid_orders",
+            ProblemCode::RateLimited => "rate_limited",
             ProblemCode::Duplicate => "duplicate",
             ProblemCode::InvalidTransition => "invalid_transition",
             ProblemCode::Conflict => "conflict",
@@ -223,6 +287,22 @@ impl ApiError {
                 StatusCode::METHOD_NOT_ALLOWED,
                 C::MethodNotAllowed,
                 "Method not allowed",
+            ),
+            ApiError::Unauthorized { .. } => (
+                StatusCode::UNAUTHORIZED,
+                C::Unauthorized,
+                "Authentication required",
+            ),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, C::Forbidden, "Forbidden"),
+            ApiError::RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                C::RateLimited,
+                "Too many requests",
+            ),
+            ApiError::TooManyUnpaid(_) => (
+                StatusCode::CONFLICT,
+                C::TooManyUnpaidOrders,
+                "Too many unpaid orders",
             ),
             ApiError::PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -297,6 +377,31 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static(responses::PROBLEM_JSON),
         );
+        match &self {
+            ApiError::Unauthorized { token_given } => {
+                // RFC 6750 section 3.
+                let challenge = if *token_given {
+                    r#"Bearer realm="ordo", error="invalid_token""#
+                } else {
+                    r#"Bearer realm="ordo""#
+                };
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            }
+            ApiError::RateLimited { retry_after, headers } => {
+                let headers_out = response.headers_mut();
+                if let Ok(value) = HeaderValue::from_str(&retry_after.to_string()) {
+                    headers_out.insert(header::RETRY_AFTER, value);
+                }
+                for (name, value) in headers {
+                    if let Ok(value) = HeaderValue::from_str(value) {
+                        headers_out.insert(*name, value);
+                    }
+                }
+            }
+            _ => {}
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()

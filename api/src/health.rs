@@ -56,12 +56,14 @@ pub struct Readiness {
 }
 
 #[utoipa::path(get, path = "/health", tag = "operations",
+    security(()),
     responses((status = 200, description = "The process runs", body = Health)))]
 async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
 #[utoipa::path(get, path = "/ready", tag = "operations",
+    security(()),
     responses((status = 200, description = "Ready", body = Readiness),
         (status = 503, description = "PostgreSQL or NATS unavailable, or migrations pending", body = Readiness,
             headers(("Retry-After" = u32, description = "Seconds to wait before asking again")))))]
@@ -102,6 +104,7 @@ async fn postgres_ready(state: &AppState) -> Result<bool, eventstore::StoreError
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",
+    security(("bearer" = ["ops"])),
     responses((status = 200, description = "Prometheus text exposition format 0.0.4", body = String,
         content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> Response {
@@ -151,6 +154,7 @@ pub struct ProjectionState {
 }
 
 #[utoipa::path(get, path = "/projections", tag = "operations",
+    security(("bearer" = ["ops"])),
     responses((status = 200, description = "Every projection", body = Vec<ProjectionState>),
         (status = 503, response = Unavailable)))]
 async fn projections(
@@ -176,6 +180,7 @@ pub struct ProjectionNameParam {
 /// client that wrote can wait here for its write to reach a read model
 /// without reading the model itself (the end-to-end benchmark does so).
 #[utoipa::path(get, path = "/projections/{name}", tag = "operations",
+    security(("bearer" = ["ops"])),
     params(ProjectionNameParam, ReadParams),
     responses((status = 200, description = "The projection", body = ProjectionState),
         (status = 400, response = BadRequest), (status = 404, response = NotFound),

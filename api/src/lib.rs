@@ -15,12 +15,15 @@
 //! - [`error`]: problem+json answers; [`metrics`]: Prometheus.
 //! - [`doc`]: schemas of the answers, for the OpenAPI document.
 //! - [`state`]: what handlers share.
+//! - [`auth`]: who is calling and whether they may: tokens, JWTs, scopes
+//!   declared per operation, rate limits; [`tokens`]: `/tokens`.
 //!
 //! [`app`] builds the whole router, so tests can drive it without a socket;
 //! [`serve`] runs it until shutdown, letting requests in flight finish.
 
 pub mod admission;
 pub mod applied;
+pub mod auth;
 pub mod commands;
 pub mod doc;
 pub mod error;
@@ -34,6 +37,7 @@ pub mod products;
 pub mod reads;
 pub mod sagas;
 pub mod state;
+pub mod tokens;
 pub mod users;
 
 use std::time::Duration;
@@ -66,15 +70,74 @@ use crate::error::ApiError;
         error::responses::PayloadTooLarge,
         error::responses::UnsupportedMediaType,
         error::responses::Validation,
-        error::responses::Unavailable
+        error::responses::Unavailable,
+        error::responses::Unauthorized,
+        error::responses::Forbidden,
+        error::responses::TooManyRequests
     )),
+    modifiers(&SecurityAddon),
     tags(
         (name = "users"), (name = "products"), (name = "orders"),
         (name = "events", description = "The event log"),
-        (name = "operations", description = "Health, metrics, projections")
+        (name = "operations", description = "Health, metrics, projections"),
+        (name = "tokens", description = "ordo tokens (admins)")
     )
 )]
 struct ApiDoc;
+
+/// Declares the bearer scheme, and adds to every operation the answers of
+/// the authentication middleware: 401 and 403 where a token is required,
+/// 429 everywhere.
+struct SecurityAddon;
+
+impl utoipa::Modify for SecurityAddon {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        use utoipa::openapi::{Ref, RefOr};
+        let scopes = auth::Scope::ALL
+            .map(|s| format!("- `{}`: {}", s.as_str(), s.describe()))
+            .join("\n");
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            auth::policy::SCHEME,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(format!(
+                        "An ordo token (`ordo_...`, from `ordo token create` or `POST /tokens`) \
+                         or a JWT of the configured OpenID provider. Each operation lists the \
+                         scopes that let a caller in (any one of them; `admin` always). \
+                         Scopes:\n{scopes}"
+                    )))
+                    .build(),
+            ),
+        );
+        for item in api.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let public = operation
+                    .security
+                    .as_ref()
+                    .is_some_and(|alternatives| {
+                        serde_json::to_value(alternatives)
+                            .ok()
+                            .and_then(|v| v.as_array().cloned())
+                            .unwrap_or_default()
+                            .iter()
+                            .any(|a| a.as_object().is_some_and(|o| o.is_empty()))
+                    });
+                let responses = &mut operation.responses.responses;
+                if !public {
+                    responses.insert("401".into(), RefOr::Ref(Ref::from_response_name("Unauthorized")));
+                    responses.insert("403".into(), RefOr::Ref(Ref::from_response_name("Forbidden")));
+                }
+                responses.insert("429".into(), RefOr::Ref(Ref::from_response_name("TooManyRequests")));
+            }
+        }
+    }
+}
 
 /// Every route, and the OpenAPI document describing them.
 pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
@@ -85,6 +148,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(log::router())
         .merge(sagas::router())
         .merge(health::router())
+        .merge(tokens::router())
         .split_for_parts()
 }
 
@@ -137,6 +201,10 @@ pub fn app(state: AppState) -> Router {
             get(move || async move { Json((*document).clone()) }),
         )
         .route("/docs", get(docs))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .route_layer(axum::middleware::from_fn(crate::metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -191,8 +259,11 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "HTTP API listening");
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }
 

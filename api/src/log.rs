@@ -105,9 +105,14 @@ pub struct LogQuery {
     /// Recorded before this time.
     #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
     pub until: Option<String>,
+    /// Only events caused by this actor: `token:<id>`, `jwt:<issuer>#<sub>`,
+    /// `saga`, `system` or `anonymous`.
+    #[param(max_length = 1024, example = "saga")]
+    pub actor: Option<String>,
 }
 
 #[utoipa::path(get, path = "/streams/{stream_id}/events", tag = "events",
+    security(("bearer" = ["events:read"])),
     params(StreamIdParam, StreamQuery),
     responses((status = 200, description = "The stream's events", body = Events),
         (status = 400, response = BadRequest), (status = 404, response = NotFound),
@@ -145,7 +150,8 @@ async fn stream_events(
     }))
 }
 
-#[utoipa::path(get, path = "/events", tag = "events", params(LogQuery),
+#[utoipa::path(get, path = "/events", tag = "events",
+    security(("bearer" = ["events:read"])), params(LogQuery),
     responses((status = 200, description = "A page of the log", body = LogPage),
         (status = 400, response = BadRequest), (status = 503, response = Unavailable)))]
 async fn log_events(
@@ -178,6 +184,9 @@ async fn log_events(
             ));
         }
     }
+    if query.actor.as_ref().is_some_and(|actor| actor.len() > 1024) {
+        return Err(ApiError::BadRequest("actor is at most 1024 characters".into()));
+    }
     let filter = LogFilter {
         stream_id: None,
         stream_type: query.stream_type,
@@ -197,6 +206,7 @@ async fn log_events(
             .as_deref()
             .map(|t| parse_time(t, "until"))
             .transpose()?,
+        actor: query.actor,
     };
     let events = state.log.read_log(after, &filter, limit).await?;
     let next = events.last().map_or(after, |e| e.position).to_string();

@@ -20,7 +20,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::commands::{answer, Command, CommandResponse};
+use crate::auth::Caller;
+use crate::commands::{answer, confine, Command, CommandResponse, Resource as _};
 use crate::doc::{EventDoc, OrderDoc};
 use crate::error::responses::{
     BadRequest, Conflict, NotFound, PayloadTooLarge, Unavailable, UnsupportedMediaType, Validation,
@@ -152,7 +153,8 @@ pub struct Timeline {
     pub events: Vec<Envelope>,
 }
 
-#[utoipa::path(post, path = "/orders", tag = "orders", request_body = PlaceOrder,
+#[utoipa::path(post, path = "/orders", tag = "orders",
+    security(("bearer" = ["orders:write"]), ("bearer" = ["customer"])), request_body = PlaceOrder,
     params(IdempotencyKey),
     responses((status = 202, description = "Accepted, pending: stock is being reserved", body = CommandResponse,
         links(
@@ -186,6 +188,7 @@ async fn place(command: Command<PlaceOrder>) -> Result<Response, ApiError> {
         let quantity: Quantity = line.quantity.quantity(&format!("lines[{i}].quantity"))?;
         lines.push((ProductId::new(line.product_id), quantity));
     }
+    command.caller.may_act_for(input.user_id)?;
     let id = command.new_id(input.id);
     let state = &command.state;
     state.admission.admit().await;
@@ -204,7 +207,8 @@ async fn place(command: Command<PlaceOrder>) -> Result<Response, ApiError> {
         .await
 }
 
-#[utoipa::path(post, path = "/orders/{id}/pay", tag = "orders", request_body = Pay,
+#[utoipa::path(post, path = "/orders/{id}/pay", tag = "orders",
+    security(("bearer" = ["orders:write"]), ("bearer" = ["customer"])), request_body = Pay,
     params(IdParam, IdempotencyKey),
     responses((status = 200, description = "Paid", body = CommandResponse),
         (status = 400, response = BadRequest), (status = 404, response = NotFound),
@@ -217,6 +221,7 @@ async fn pay(command: Command<Pay>) -> Result<Response, ApiError> {
 }
 
 #[utoipa::path(post, path = "/orders/{id}/ship", tag = "orders",
+    security(("bearer" = ["orders:fulfil"])),
     params(IdParam, IdempotencyKey),
     responses((status = 200, description = "Shipped", body = CommandResponse),
         (status = 400, response = BadRequest), (status = 404, response = NotFound),
@@ -227,6 +232,7 @@ async fn ship(command: Command<NoInput>) -> Result<Response, ApiError> {
 }
 
 #[utoipa::path(post, path = "/orders/{id}/deliver", tag = "orders",
+    security(("bearer" = ["orders:fulfil"])),
     params(IdParam, IdempotencyKey),
     responses((status = 200, description = "Delivered", body = CommandResponse),
         (status = 400, response = BadRequest), (status = 404, response = NotFound),
@@ -237,6 +243,7 @@ async fn deliver(command: Command<NoInput>) -> Result<Response, ApiError> {
 }
 
 #[utoipa::path(post, path = "/orders/{id}/cancel", tag = "orders",
+    security(("bearer" = ["orders:write"]), ("bearer" = ["customer"])),
     request_body(content = Option<Cancel>, description = "Optional: no body means `customer_request`"),
     params(IdParam, IdempotencyKey),
     responses((status = 200, description = "Cancelled", body = CommandResponse),
@@ -257,12 +264,14 @@ async fn cancel(command: Command<Option<Cancel>>) -> Result<Response, ApiError> 
         .await
 }
 
-#[utoipa::path(get, path = "/orders/{id}", tag = "orders", params(IdParam, OrderQuery),
+#[utoipa::path(get, path = "/orders/{id}", tag = "orders",
+    security(("bearer" = ["orders:read"]), ("bearer" = ["customer"])), params(IdParam, OrderQuery),
     responses((status = 200, description = "The order", body = OrderDoc),
         (status = 400, response = BadRequest), (status = 404, response = NotFound),
         (status = 503, response = Unavailable)))]
 async fn get_order(
     State(state): State<AppState>,
+    caller: Caller,
     IdPath(id): IdPath,
     ApiQuery(query): ApiQuery<OrderQuery>,
 ) -> Result<Json<OrderView>, ApiError> {
@@ -270,14 +279,16 @@ async fn get_order(
         // Not used with `as_of`, but a malformed token is still malformed.
         query.min_position.as_deref().map(position).transpose()?;
         let as_of = parse_as_of(as_of)?;
+        confine::<Order>(&state, &caller, id).await?;
         return as_it_stood(&state, id, as_of).await.map(Json);
     }
     wait(&state, Projection::Orders, query.min_position.as_deref()).await?;
     let client = state.pool.get().await?;
-    projectors::query::order(&**client, id)
+    let order = projectors::query::order(&**client, id)
         .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no order {id}")))
+        .ok_or_else(|| Order::not_found(id))?;
+    caller.may_see(Some(order.user_id), || Order::not_found(id))?;
+    Ok(Json(order))
 }
 
 /// A position token, or an RFC 3339 time.
@@ -333,14 +344,17 @@ async fn as_it_stood(state: &AppState, id: Uuid, as_of: AsOf) -> Result<OrderVie
     })
 }
 
-#[utoipa::path(get, path = "/orders/{id}/timeline", tag = "orders", params(IdParam),
+#[utoipa::path(get, path = "/orders/{id}/timeline", tag = "orders",
+    security(("bearer" = ["orders:read"]), ("bearer" = ["customer"])), params(IdParam),
     responses((status = 200, description = "Every event the order caused", body = Timeline),
         (status = 400, response = BadRequest), (status = 404, response = NotFound),
         (status = 503, response = Unavailable)))]
 async fn timeline(
     State(state): State<AppState>,
+    caller: Caller,
     IdPath(id): IdPath,
 ) -> Result<Json<Timeline>, ApiError> {
+    confine::<Order>(&state, &caller, id).await?;
     let filter = LogFilter {
         correlation_id: Some(id),
         ..LogFilter::default()
@@ -354,7 +368,7 @@ async fn timeline(
         events.extend(page.iter().map(Envelope::from_recorded));
     }
     if events.is_empty() {
-        return Err(ApiError::NotFound(format!("no order {id}")));
+        return Err(Order::not_found(id));
     }
     Ok(Json(Timeline { events }))
 }

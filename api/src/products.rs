@@ -122,7 +122,8 @@ pub struct PageQuery {
     pub min_position: Option<String>,
 }
 
-#[utoipa::path(post, path = "/products", tag = "products", request_body = CreateProduct,
+#[utoipa::path(post, path = "/products", tag = "products",
+    security(("bearer" = ["products:write"])), request_body = CreateProduct,
     params(IdempotencyKey),
     responses((status = 201, description = "Created", body = CommandResponse, links(
             ("GetProduct" = (operation_id = "get_product", parameters(("id" = "$response.body#/id")))),
@@ -150,7 +151,8 @@ async fn create(command: Command<CreateProduct>) -> Result<Response, ApiError> {
         .await
 }
 
-#[utoipa::path(post, path = "/products/{id}/restock", tag = "products", request_body = Restock,
+#[utoipa::path(post, path = "/products/{id}/restock", tag = "products",
+    security(("bearer" = ["products:write"])), request_body = Restock,
     params(IdParam, IdempotencyKey),
     responses((status = 200, description = "Done", body = CommandResponse),
         (status = 400, response = BadRequest), (status = 404, response = NotFound),
@@ -164,7 +166,8 @@ async fn restock(command: Command<Restock>) -> Result<Response, ApiError> {
         .await
 }
 
-#[utoipa::path(post, path = "/products/{id}/price", tag = "products", request_body = ChangePrice,
+#[utoipa::path(post, path = "/products/{id}/price", tag = "products",
+    security(("bearer" = ["products:write"])), request_body = ChangePrice,
     params(IdParam, IdempotencyKey),
     responses((status = 200, description = "Done", body = CommandResponse),
         (status = 400, response = BadRequest), (status = 404, response = NotFound),
@@ -179,6 +182,7 @@ async fn change_price(command: Command<ChangePrice>) -> Result<Response, ApiErro
 }
 
 #[utoipa::path(post, path = "/products/{id}/discontinue", tag = "products",
+    security(("bearer" = ["products:write"])),
     params(IdParam, IdempotencyKey),
     responses((status = 200, description = "Discontinued", body = CommandResponse),
         (status = 400, response = BadRequest), (status = 404, response = NotFound),
@@ -188,7 +192,8 @@ async fn discontinue(command: Command<NoInput>) -> Result<Response, ApiError> {
     command.update::<Product>(ProductCommand::Discontinue).await
 }
 
-#[utoipa::path(get, path = "/products/{id}", tag = "products", params(IdParam, ReadParams),
+#[utoipa::path(get, path = "/products/{id}", tag = "products",
+    security((), ("bearer" = [])), params(IdParam, ReadParams),
     responses((status = 200, description = "The product", body = ProductDoc),
         (status = 400, response = BadRequest), (status = 404, response = NotFound),
         (status = 503, response = Unavailable)))]
@@ -205,7 +210,8 @@ async fn get_product(
         .ok_or_else(|| ApiError::NotFound(format!("no product {id}")))
 }
 
-#[utoipa::path(get, path = "/products", tag = "products", params(PageQuery),
+#[utoipa::path(get, path = "/products", tag = "products",
+    security((), ("bearer" = [])), params(PageQuery),
     responses((status = 200, description = "A page of products", body = ProductPage),
         (status = 400, response = BadRequest), (status = 503, response = Unavailable)))]
 async fn list(

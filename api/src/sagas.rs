@@ -19,6 +19,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 #[utoipa::path(get, path = "/sagas/{order_id}", tag = "orders",
+    security(("bearer" = ["sagas:read"])),
     params(("order_id" = Uuid, Path, description = "The order's id: a UUID, hyphenated")),
     responses((status = 200, description = "The saga of the order", body = SagaDoc),
         (status = 400, response = BadRequest), (status = 404, response = NotFound),

@@ -30,6 +30,10 @@ pub struct AppState {
     pub applied: std::sync::Arc<crate::applied::Applied>,
     /// When new orders wait at the door (off unless [`AppState::with_admission`]).
     pub admission: std::sync::Arc<crate::admission::Admission>,
+    /// Who may call what (off unless [`AppState::with_auth`]).
+    pub auth: crate::auth::Auth,
+    /// Requests per second per caller (off unless [`AppState::with_rate_limit`]).
+    pub rate: crate::auth::rate::RateLimits,
 }
 
 impl AppState {
@@ -64,7 +68,21 @@ impl AppState {
             lag_cache: std::sync::Arc::default(),
             applied,
             admission: crate::admission::Admission::off(),
+            auth: crate::auth::Auth::off(),
+            rate: crate::auth::rate::RateLimits::off(),
         }
+    }
+
+    /// Callers are checked by `auth`.
+    pub fn with_auth(mut self, auth: crate::auth::Auth) -> AppState {
+        self.auth = auth;
+        self
+    }
+
+    /// Callers are held to `rate`.
+    pub fn with_rate_limit(mut self, rate: crate::auth::rate::RateLimits) -> AppState {
+        self.rate = rate;
+        self
     }
 
     /// New orders wait while the saga or a projection is more than `limit`

@@ -15,7 +15,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::commands::{Command, CommandResponse};
+use crate::auth::Caller;
+use crate::commands::{Command, CommandResponse, Resource as _};
 use crate::doc::{OrderDoc, UserDoc};
 use crate::error::responses::{
     BadRequest, Conflict, NotFound, PayloadTooLarge, Unavailable, UnsupportedMediaType, Validation,
@@ -118,7 +119,8 @@ pub struct EmailQuery {
     pub min_position: Option<String>,
 }
 
-#[utoipa::path(post, path = "/users", tag = "users", request_body = RegisterUser,
+#[utoipa::path(post, path = "/users", tag = "users",
+    security(("bearer" = ["users:write"])), request_body = RegisterUser,
     params(IdempotencyKey),
     responses(
         (status = 201, description = "Registered", body = CommandResponse, links(
@@ -144,7 +146,8 @@ async fn register(command: Command<RegisterUser>) -> Result<Response, ApiError> 
         .await
 }
 
-#[utoipa::path(post, path = "/users/{id}/rename", tag = "users", request_body = RenameUser,
+#[utoipa::path(post, path = "/users/{id}/rename", tag = "users",
+    security(("bearer" = ["users:write"]), ("bearer" = ["customer"])), request_body = RenameUser,
     params(IdParam, IdempotencyKey),
     responses((status = 200, description = "Renamed", body = CommandResponse),
         (status = 400, response = BadRequest), (status = 404, response = NotFound),
@@ -157,6 +160,7 @@ async fn rename(command: Command<RenameUser>) -> Result<Response, ApiError> {
 }
 
 #[utoipa::path(post, path = "/users/{id}/deactivate", tag = "users",
+    security(("bearer" = ["users:write"])),
     params(IdParam, IdempotencyKey),
     responses((status = 200, description = "Deactivated", body = CommandResponse),
         (status = 400, response = BadRequest), (status = 404, response = NotFound),
@@ -166,24 +170,28 @@ async fn deactivate(command: Command<NoInput>) -> Result<Response, ApiError> {
     command.update::<User>(UserCommand::Deactivate).await
 }
 
-#[utoipa::path(get, path = "/users/{id}", tag = "users", params(IdParam, ReadParams),
+#[utoipa::path(get, path = "/users/{id}", tag = "users",
+    security(("bearer" = ["users:read"]), ("bearer" = ["customer"])), params(IdParam, ReadParams),
     responses((status = 200, description = "The user", body = UserDoc),
         (status = 400, response = BadRequest), (status = 404, response = NotFound),
         (status = 503, response = Unavailable)))]
 async fn get_user(
     State(state): State<AppState>,
+    caller: Caller,
     IdPath(id): IdPath,
     ApiQuery(params): ApiQuery<ReadParams>,
 ) -> Result<Json<UserView>, ApiError> {
+    caller.may_see(Some(id), || User::not_found(id))?;
     wait(&state, Projection::Users, params.min_position.as_deref()).await?;
     let client = state.pool.get().await?;
     projectors::query::user(&**client, id)
         .await?
         .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no user {id}")))
+        .ok_or_else(|| User::not_found(id))
 }
 
-#[utoipa::path(get, path = "/users", tag = "users", params(EmailQuery),
+#[utoipa::path(get, path = "/users", tag = "users",
+    security(("bearer" = ["users:read"])), params(EmailQuery),
     responses((status = 200, description = "The user with that email, if any", body = UserList),
         (status = 400, response = BadRequest), (status = 503, response = Unavailable)))]
 async fn find_by_email(
@@ -200,20 +208,23 @@ async fn find_by_email(
     Ok(Json(UserList { items }))
 }
 
-#[utoipa::path(get, path = "/users/{id}/orders", tag = "users", params(IdParam, ReadParams),
+#[utoipa::path(get, path = "/users/{id}/orders", tag = "users",
+    security(("bearer" = ["orders:read"]), ("bearer" = ["customer"])), params(IdParam, ReadParams),
     responses((status = 200, description = "The user's orders, newest first", body = OrderList),
         (status = 400, response = BadRequest), (status = 404, response = NotFound),
         (status = 503, response = Unavailable)))]
 async fn user_orders(
     State(state): State<AppState>,
+    caller: Caller,
     IdPath(id): IdPath,
     ApiQuery(params): ApiQuery<ReadParams>,
 ) -> Result<Json<OrderList>, ApiError> {
+    caller.may_see(Some(id), || User::not_found(id))?;
     wait(&state, Projection::Users, params.min_position.as_deref()).await?;
     wait(&state, Projection::Orders, params.min_position.as_deref()).await?;
     let client = state.pool.get().await?;
     if projectors::query::user(&**client, id).await?.is_none() {
-        return Err(ApiError::NotFound(format!("no user {id}")));
+        return Err(User::not_found(id));
     }
     let items = projectors::query::user_orders(&**client, id, 1000).await?;
     Ok(Json(OrderList { items }))

@@ -97,15 +97,13 @@ async fn reads_do_not_wait_behind_commands() {
     // One connection for commands, one of their own for reads.
     let mut settings = env.settings();
     settings.api_connections = 1;
-    let state = env.system_with(settings).api().unwrap();
+    let state = env.system_with(settings).api().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
+    let admin = common::token(&state, &[api::auth::Scope::Admin], None).await;
     let serving = state.clone();
     let server = test_support::Running::spawn(|stop| api::serve(listener, serving, stop));
-    let http = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let http = common::Client::new(&base, Some(&admin)).http;
 
     let held = state.store.client().await.unwrap();
     for path in ["/events?limit=10", "/projections"] {

@@ -114,6 +114,72 @@ pub struct HttpArgs {
         default_value_t = 300
     )]
     pub admission_lag: u64,
+    /// Who may call the API, and how often.
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+/// Authentication and rate limits of the API (`docs/reference/security.md`).
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
+    /// `on`: every request but the public ones needs a bearer token. `off`
+    /// lets anyone do anything, and is refused unless the API listens on a
+    /// loopback address.
+    #[arg(long = "auth", env = "ORDO_AUTH", default_value = "on")]
+    pub auth: Switch,
+    /// A file holding an admin token's secret (`ordo token generate` makes
+    /// one): created at start when no admin token exists yet.
+    #[arg(long = "bootstrap-token-file", env = "ORDO_BOOTSTRAP_TOKEN_FILE")]
+    pub bootstrap_token_file: Option<std::path::PathBuf>,
+    /// `GET /products` and `GET /products/{id}` without a token.
+    #[arg(long = "public-catalogue", env = "ORDO_PUBLIC_CATALOGUE", default_value = "true",
+          action = clap::ArgAction::Set)]
+    pub public_catalogue: bool,
+    /// Requests a second per token (per client address without one), bursts
+    /// of as many: `N/s`, or `off`.
+    #[arg(long = "rate-limit", env = "ORDO_RATE_LIMIT", default_value = "100/s")]
+    pub rate_limit: api::auth::rate::RateSetting,
+    /// Proxies (IP addresses, comma-separated) whose `X-Forwarded-For`
+    /// names the client; from anyone else the header is ignored.
+    #[arg(long = "trusted-proxies", env = "ORDO_TRUSTED_PROXIES", default_value = "",
+          value_parser = parse_proxies)]
+    pub trusted_proxies: Proxies,
+    /// The OpenID provider whose JWTs are accepted (their `iss`); JWTs are
+    /// refused when unset.
+    #[arg(long = "jwt-issuer", env = "ORDO_JWT_ISSUER", requires_all = ["jwt_audience", "jwt_jwks"])]
+    pub jwt_issuer: Option<String>,
+    /// The `aud` ordo's JWTs must carry.
+    #[arg(long = "jwt-audience", env = "ORDO_JWT_AUDIENCE", requires = "jwt_issuer")]
+    pub jwt_audience: Option<String>,
+    /// The provider's keys: a JWKS file, or an https URL (re-read hourly and
+    /// when a token names an unknown key, at most once a minute).
+    #[arg(long = "jwt-jwks", env = "ORDO_JWT_JWKS", requires = "jwt_issuer",
+          value_parser = parse_jwks)]
+    pub jwt_jwks: Option<api::auth::jwt::JwksSource>,
+    /// The JWT claim holding a customer's user id.
+    #[arg(long = "jwt-user-claim", env = "ORDO_JWT_USER_CLAIM", default_value = "ordo_user_id")]
+    pub jwt_user_claim: String,
+}
+
+/// `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    /// On.
+    On,
+    /// Off.
+    Off,
+}
+
+/// Trusted proxy addresses.
+#[derive(Debug, Clone, Default)]
+pub struct Proxies(pub Vec<std::net::IpAddr>);
+
+fn parse_proxies(s: &str) -> Result<Proxies, String> {
+    api::auth::rate::parse_proxies(s).map(Proxies)
+}
+
+fn parse_jwks(s: &str) -> Result<api::auth::jwt::JwksSource, String> {
+    api::auth::jwt::JwksSource::parse(s)
 }
 
 /// Saga settings.
@@ -171,11 +237,53 @@ pub enum Command {
     Check,
     /// Relay, projection and saga positions, with lag in events and seconds.
     Status,
+    /// ordo tokens: create, list, revoke (`docs/reference/security.md`).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// Load generator and micro-benchmarks.
     Bench {
         #[command(subcommand)]
         scenario: BenchScenario,
     },
+}
+
+/// What `ordo token` does.
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Makes a token and prints its secret once, alone on the last line.
+    Create {
+        /// A scope it holds (repeat for more): customer, users:read,
+        /// users:write, users:erase, products:write, orders:read,
+        /// orders:write, orders:fulfil, events:read, sagas:read,
+        /// sagas:write, ops, admin.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// The user a customer token acts for.
+        #[arg(long)]
+        user: Option<uuid::Uuid>,
+        /// A label for people.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// How long it works (`30d`, `12h`); until revoked when absent.
+        #[arg(long, value_parser = parse_positive_duration)]
+        expires: Option<Duration>,
+    },
+    /// Every token, newest first, without secrets.
+    List {
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revokes a token: every process refuses it within 2 s.
+    Revoke {
+        /// The token's id.
+        id: uuid::Uuid,
+    },
+    /// Prints a fresh token secret without storing anything (for
+    /// `ORDO_BOOTSTRAP_TOKEN_FILE`).
+    Generate,
 }
 
 /// Filters of `ordo events`.
@@ -193,6 +301,10 @@ pub struct EventsArgs {
     /// Only events with this correlation id.
     #[arg(long)]
     pub correlation: Option<uuid::Uuid>,
+    /// Only events caused by this actor: `token:<id>`, `jwt:<issuer>#<sub>`,
+    /// `saga`, `system` or `anonymous`.
+    #[arg(long)]
+    pub actor: Option<String>,
     /// Only events after this position token (the `position` of an answer or envelope).
     #[arg(long)]
     pub after: Option<eventstore::Position>,
@@ -277,6 +389,11 @@ pub enum BenchScenario {
         /// (used by scripts/chaos to prove no acknowledged write was lost).
         #[arg(long)]
         acked: Option<std::path::PathBuf>,
+        /// An admin token: the run makes a staff token and one customer
+        /// token per user with it. Without one, no token is sent
+        /// (`ORDO_AUTH=off`).
+        #[arg(long, env = "ORDO_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
 }
 

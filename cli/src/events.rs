@@ -20,6 +20,7 @@ pub async fn run(store: &EventStore, args: EventsArgs) -> anyhow::Result<()> {
         correlation_id: args.correlation,
         since: args.since,
         until: args.until,
+        actor: args.actor,
     };
     let mut after = args.after.unwrap_or(Position::START);
     let mut remaining = args.limit;

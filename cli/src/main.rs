@@ -4,7 +4,7 @@
 //!   `docs/reference/configuration.md`).
 //! - [`logging`], [`shutdown`]: process plumbing.
 //! - [`run`]: what each subcommand does; [`events`] the audit query;
-//!   [`ops`] rebuild, check and status.
+//!   [`ops`] rebuild, check and status; [`token`] `ordo token`.
 //! - [`bench`]: the benchmarks of `ordo bench`.
 
 mod bench;
@@ -14,6 +14,7 @@ mod logging;
 mod ops;
 mod run;
 mod shutdown;
+mod token;
 
 use std::process::ExitCode;
 

@@ -44,6 +44,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             check_postgres(&global, &pool).await?;
             crate::ops::status(&EventStore::new(pool), &global.stream).await
         }
+        Command::Token { action } => {
+            if matches!(action, crate::config::TokenAction::Generate) {
+                return crate::token::run(&api::auth::TokenStore::new(global.database_url.pool(1)?), action).await;
+            }
+            eventstore::migrations::migrate(&global.database_url).await?;
+            let pool = global.database_url.pool(2)?;
+            check_postgres(&global, &pool).await?;
+            crate::token::run(&api::auth::TokenStore::new(pool), action).await
+        }
         Command::Bench { scenario } => bench(&global, scenario).await,
     }
 }
@@ -86,6 +95,23 @@ fn settings(global: &GlobalArgs, http: Option<&HttpArgs>, saga: Option<&SagaArgs
     if let Some(http) = http {
         settings.api_connections = usize::from(http.api_connections);
         settings.admission_lag = http.admission_lag;
+        let auth = &http.auth;
+        settings.auth = system::AuthSettings {
+            enabled: auth.auth == crate::config::Switch::On,
+            bootstrap_token_file: auth.bootstrap_token_file.clone(),
+            public_catalogue: auth.public_catalogue,
+            rate_limit: auth.rate_limit,
+            trusted_proxies: auth.trusted_proxies.0.clone(),
+            jwt: match (&auth.jwt_issuer, &auth.jwt_audience, &auth.jwt_jwks) {
+                (Some(issuer), Some(audience), Some(jwks)) => Some(api::auth::jwt::JwtConfig {
+                    issuer: issuer.clone(),
+                    audience: audience.clone(),
+                    jwks: jwks.clone(),
+                    user_claim: auth.jwt_user_claim.clone(),
+                }),
+                _ => None,
+            },
+        };
     }
     if let Some(saga) = saga {
         settings.payment_timeout = saga.payment_timeout;
@@ -94,6 +120,13 @@ fn settings(global: &GlobalArgs, http: Option<&HttpArgs>, saga: Option<&SagaArgs
 }
 
 async fn bind(http: &HttpArgs) -> anyhow::Result<tokio::net::TcpListener> {
+    if http.auth.auth == crate::config::Switch::Off && !http.http_addr.ip().is_loopback() {
+        anyhow::bail!(
+            "ORDO_AUTH=off is allowed only on a loopback address, and ORDO_HTTP_ADDR is {}; \
+             create tokens (`ordo token create --scope admin`) instead",
+            http.http_addr
+        );
+    }
     tokio::net::TcpListener::bind(http.http_addr)
         .await
         .with_context(|| format!("cannot listen on {}; set ORDO_HTTP_ADDR", http.http_addr))
@@ -105,7 +138,7 @@ async fn up(global: &GlobalArgs, http: &HttpArgs, saga: &SagaArgs) -> anyhow::Re
     let system = System::connect(settings(global, Some(http), Some(saga)), "ordo-up").await?;
     let listener = bind(http).await?;
     let mut roles = Roles::new(shutdown);
-    system.start_all(&mut roles, listener)?;
+    system.start_all(&mut roles, listener).await?;
     roles.run_until_stopped().await
 }
 
@@ -114,7 +147,7 @@ async fn api(global: &GlobalArgs, http: &HttpArgs) -> anyhow::Result<()> {
     let system = System::connect(settings(global, Some(http), None), "ordo-api").await?;
     let listener = bind(http).await?;
     let mut roles = Roles::new(shutdown);
-    let state = system.api()?;
+    let state = system.api().await?;
     system.start_api(&mut roles, state, listener);
     roles.run_until_stopped().await
 }
@@ -172,6 +205,7 @@ async fn bench(global: &GlobalArgs, scenario: BenchScenario) -> anyhow::Result<(
             json,
             drain,
             acked,
+            token,
         } => {
             let url = url.unwrap_or_else(|| format!("http://{}", http.http_addr));
             let settings = crate::bench::place_orders::Settings {
@@ -182,6 +216,7 @@ async fn bench(global: &GlobalArgs, scenario: BenchScenario) -> anyhow::Result<(
                 url,
                 drain,
                 acked,
+                token,
             };
             crate::bench::place_orders::run(settings, json.as_deref()).await
         }

@@ -17,9 +17,14 @@ fn repo() -> &'static Path {
 }
 
 fn http_get(addr: &str, path: &str) -> Option<String> {
+    http_get_as(addr, path, None)
+}
+
+fn http_get_as(addr: &str, path: &str, token: Option<&str>) -> Option<String> {
     let mut stream = std::net::TcpStream::connect(addr).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let authorization = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{authorization}\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     Some(response)
@@ -79,6 +84,16 @@ fn scripts_up_serves_health_and_ctrl_c_leaves_nothing_behind() {
     )
     .0;
     let started = recorded_pids(state.path());
+    // The local admin token: made on first start, readable by its owner only,
+    // and working; without it, the API refuses.
+    let token_file = state.path().join("admin.token");
+    let token = std::fs::read_to_string(&token_file).unwrap_or_default();
+    let mode = std::fs::metadata(&token_file).map(|m| {
+        use std::os::unix::fs::PermissionsExt as _;
+        m.permissions().mode() & 0o777
+    });
+    let with_token = http_get_as(&addr, "/projections", Some(token.trim())).unwrap_or_default();
+    let without = http_get(&addr, "/projections").unwrap_or_default();
 
     // Ctrl-C: SIGINT to the whole foreground group (the group scripts/up leads).
     let group = Pid::from_raw(i32::try_from(up.id()).expect("pid"));
@@ -93,6 +108,10 @@ fn scripts_up_serves_health_and_ctrl_c_leaves_nothing_behind() {
         let _ = killpg(group, Signal::SIGKILL);
     }
     assert!(healthy, "GET /health never answered 200 on {addr}");
+    assert!(token.starts_with("ordo_"), "admin.token holds a token: {token:?}");
+    assert_eq!(mode.ok(), Some(0o600), "admin.token is private");
+    assert!(with_token.contains(" 200 "), "the admin token works: {with_token}");
+    assert!(without.contains(" 401 "), "no token, no answer: {without}");
     assert!(status.is_some(), "scripts/up did not stop on Ctrl-C");
     assert_eq!(
         started.len(),

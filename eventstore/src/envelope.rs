@@ -47,6 +47,10 @@ pub struct Envelope {
     /// The event or command that caused this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causationid: Option<Uuid>,
+    /// Who caused it (extension attribute): `token:<id>`,
+    /// `jwt:<issuer>#<sub>`, `saga`, `system`, `anonymous`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
 }
 
 impl Envelope {
@@ -72,6 +76,7 @@ impl Envelope {
             schemaversion: schema_version,
             correlationid: event.metadata.correlation_id,
             causationid: event.metadata.causation_id,
+            actor: event.metadata.actor.clone(),
         }
     }
 
@@ -82,6 +87,7 @@ impl Envelope {
             causation_id: self.causationid,
             command_id: None,
             trace_id: None,
+            actor: self.actor.clone(),
         }
     }
 }
@@ -159,6 +165,8 @@ pub struct PublishableEvent {
     pub correlation_id: Option<Uuid>,
     /// Causation id.
     pub causation_id: Option<Uuid>,
+    /// Who caused it.
+    pub actor: Option<String>,
     /// When it was recorded.
     pub recorded_at: DateTime<Utc>,
 }
@@ -202,6 +210,7 @@ impl PublishableEvent {
             schemaversion: schema_version,
             correlationid: self.correlation_id,
             causationid: self.causation_id,
+            actor: self.actor.as_deref(),
         };
         serde_json::to_vec(&envelope)
     }
@@ -210,7 +219,7 @@ impl PublishableEvent {
 impl crate::store::LogRow for PublishableEvent {
     const COLUMNS: &'static str = "transaction_id::text as transaction_text, position, event_id, \
         stream_id, stream_type, version, type, schema_version, data::text, \
-        (metadata->>'causation_id')::uuid, correlation_id, recorded_at";
+        (metadata->>'causation_id')::uuid, correlation_id, recorded_at, metadata->>'actor'";
 
     fn from_row(row: &tokio_postgres::Row) -> Result<Self, crate::StoreError> {
         let data: String = row.try_get(8)?;
@@ -226,6 +235,7 @@ impl crate::store::LogRow for PublishableEvent {
             causation_id: row.try_get(9)?,
             correlation_id: row.try_get(10)?,
             recorded_at: row.try_get(11)?,
+            actor: row.try_get(12)?,
         })
     }
 
@@ -255,6 +265,8 @@ struct EnvelopeOut<'a> {
     correlationid: Option<Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
     causationid: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actor: Option<&'a str>,
 }
 
 mod rfc3339_micros {

@@ -22,6 +22,11 @@ pub struct Metadata {
     /// The request's trace id (W3C `traceparent` trace id or `X-Request-Id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// Who caused it: `token:<id>`, `jwt:<issuer>#<sub>`, `saga`, `system`
+    /// or `anonymous` (authentication off). Events written before actors
+    /// were recorded have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
 }
 
 /// An event to append.

@@ -9,6 +9,8 @@
 //! [`LogListener`] `LISTEN` on a dedicated connection and also poll, so a lost
 //! notification costs latency, never an event.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -65,27 +67,41 @@ impl Notifier {
     }
 }
 
-/// A `LISTEN`ing connection shared by every log reader of a process.
+/// A `LISTEN`ing connection on one channel, shared by everything of a
+/// process that waits for its news: log readers on [`CHANNEL`], token caches
+/// on theirs.
 #[derive(Debug, Clone)]
-pub struct LogListener {
+pub struct Listener {
     wakeups: watch::Receiver<u64>,
+    listening: Arc<AtomicBool>,
 }
 
-impl LogListener {
-    /// Starts listening; reconnects by itself. The task ends when every
-    /// receiver is gone.
-    pub fn spawn(url: DatabaseUrl) -> LogListener {
+/// The listener of log readers.
+pub type LogListener = Listener;
+
+impl Listener {
+    /// Starts listening on [`CHANNEL`] (appends to the log).
+    pub fn spawn(url: DatabaseUrl) -> Listener {
+        Listener::spawn_on(url, CHANNEL)
+    }
+
+    /// Starts listening on `channel`; reconnects by itself. The task ends
+    /// when every receiver is gone.
+    pub fn spawn_on(url: DatabaseUrl, channel: &'static str) -> Listener {
         let (tx, rx) = watch::channel(0u64);
+        let listening = Arc::new(AtomicBool::new(false));
+        let flag = listening.clone();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
             loop {
                 if tx.is_closed() {
                     return;
                 }
-                match listen(&url, &tx).await {
+                match listen(&url, channel, &tx, &flag).await {
                     Ok(()) => backoff = Duration::from_millis(100),
-                    Err(e) => tracing::debug!(error = %e, "log listener disconnected"),
+                    Err(e) => tracing::debug!(channel, error = %e, "listener disconnected"),
                 }
+                flag.store(false, Ordering::SeqCst);
                 // Wake readers so they re-read while we reconnect.
                 tx.send_modify(|n| *n += 1);
                 tokio::select! {
@@ -95,17 +111,32 @@ impl LogListener {
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         });
-        LogListener { wakeups: rx }
+        Listener {
+            wakeups: rx,
+            listening,
+        }
     }
 
-    /// A receiver that changes whenever something may have been appended.
+    /// A receiver that changes whenever something may have happened on the
+    /// channel (and whenever the connection was lost or made again).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.wakeups.clone()
+    }
+
+    /// Whether the connection is listening now: while it is not, news may
+    /// be missed.
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::SeqCst)
     }
 }
 
 /// Listens until the connection ends or nobody is interested any more.
-async fn listen(url: &DatabaseUrl, tx: &watch::Sender<u64>) -> Result<(), crate::StoreError> {
+async fn listen(
+    url: &DatabaseUrl,
+    channel: &str,
+    tx: &watch::Sender<u64>,
+    listening: &AtomicBool,
+) -> Result<(), crate::StoreError> {
     let (client, mut connection) = url
         .config()
         .connect(tokio_postgres::NoTls)
@@ -126,8 +157,9 @@ async fn listen(url: &DatabaseUrl, tx: &watch::Sender<u64>) -> Result<(), crate:
             }
         }
     });
-    client.batch_execute(&format!("listen {CHANNEL}")).await?;
-    // Something may have been appended before LISTEN took effect.
+    client.batch_execute(&format!("listen {channel}")).await?;
+    listening.store(true, Ordering::SeqCst);
+    // Something may have happened before LISTEN took effect.
     tx.send_modify(|n| *n += 1);
     loop {
         tokio::select! {
@@ -138,6 +170,7 @@ async fn listen(url: &DatabaseUrl, tx: &watch::Sender<u64>) -> Result<(), crate:
             _ = tx.closed() => break,
         }
     }
+    listening.store(false, Ordering::SeqCst);
     driver.abort();
     Ok(())
 }

@@ -371,6 +371,7 @@ fn recorded(
             causation_id: correlated.then(Uuid::now_v7),
             command_id: Some("cmd-1".to_owned()),
             trace_id: Some("0af7651916cd43dd8448eb211c80319c".to_owned()),
+            actor: Some("saga".to_owned()),
         },
         recorded_at: Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap()
             + chrono::Duration::microseconds(123_456),
@@ -390,6 +391,7 @@ fn publishable(event: &RecordedEvent) -> PublishableEvent {
         correlation_id: event.metadata.correlation_id,
         causation_id: event.metadata.causation_id,
         recorded_at: event.recorded_at,
+        actor: event.metadata.actor.clone(),
     }
 }
 

@@ -38,6 +38,10 @@ pub mod runner;
 pub mod status;
 pub mod store;
 
+/// The `actor` of every event the saga coordinator's commands write (its
+/// timers' included).
+pub const ACTOR: &str = "saga";
+
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::SagaError;
 pub use hooks::{Hooks, Injected, Step};

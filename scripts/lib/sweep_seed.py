@@ -2,7 +2,7 @@
 reaches real aggregates and not only 404s: users (one deactivated), products (one
 out of stock, one discontinued) and orders in every state of their lifecycle.
 
-Usage: sweep_seed.py BASE_URL OUT_TOML
+Usage: ORDO_TOKEN=<admin token> sweep_seed.py BASE_URL OUT_TOML
 
 Writes OUT_TOML: schemathesis dictionaries of the ids, stream ids and position
 tokens it made (scripts/lib/schemathesis.toml binds them to parameters, so that
@@ -10,12 +10,14 @@ generated requests use them part of the time).
 """
 
 import json
+import os
 import sys
 import time
 import urllib.error
 import urllib.request
 
 base, out = sys.argv[1], sys.argv[2]
+token = os.environ.get("ORDO_TOKEN")
 positions = []
 
 
@@ -24,6 +26,8 @@ def call(method, path, body=None):
     request = urllib.request.Request(base + path, data=data, method=method)
     if data is not None:
         request.add_header("content-type", "application/json")
+    if token:
+        request.add_header("authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=30) as answer:
             status, payload = answer.status, json.load(answer)

@@ -47,6 +47,42 @@ pub struct Settings {
     /// New orders wait while a consumer lags more events than this; 0: never
     /// (`ORDO_ADMISSION_LAG`).
     pub admission_lag: u64,
+    /// Who may call the API, and how often.
+    pub auth: AuthSettings,
+}
+
+/// How the API checks its callers.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// Tokens required (`ORDO_AUTH`, default on).
+    pub enabled: bool,
+    /// An admin token's secret to create at start when there is no admin
+    /// token (`ORDO_BOOTSTRAP_TOKEN_FILE`).
+    pub bootstrap_token_file: Option<std::path::PathBuf>,
+    /// `GET /products` and `GET /products/{id}` without a token
+    /// (`ORDO_PUBLIC_CATALOGUE`, default true).
+    pub public_catalogue: bool,
+    /// Requests a second per caller (`ORDO_RATE_LIMIT`). The command line
+    /// defaults to `100/s`; [`Settings::new`] leaves it off, for tests that
+    /// drive one process hard.
+    pub rate_limit: api::auth::rate::RateSetting,
+    /// Proxies whose `X-Forwarded-For` names the client (`ORDO_TRUSTED_PROXIES`).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// JWTs of an OpenID provider, when configured (`ORDO_JWT_*`).
+    pub jwt: Option<api::auth::jwt::JwtConfig>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            enabled: true,
+            bootstrap_token_file: None,
+            public_catalogue: true,
+            rate_limit: api::auth::rate::RateSetting::Off,
+            trusted_proxies: Vec::new(),
+            jwt: None,
+        }
+    }
 }
 
 impl Settings {
@@ -66,6 +102,7 @@ impl Settings {
             payment_timeout: Duration::from_secs(15 * 60),
             api_connections: 4,
             admission_lag: 300,
+            auth: AuthSettings::default(),
         }
     }
 }
@@ -79,6 +116,9 @@ pub enum SystemError {
     /// NATS trouble.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// Authentication cannot be set up as configured.
+    #[error("{0}")]
+    Auth(String),
 }
 
 /// A deployment's roles, built on one NATS connection. Building a role
@@ -228,18 +268,39 @@ impl System {
     }
 
     /// The HTTP API's state: commands and reads on pools of their own, each
-    /// of `api_connections`, and admission by lag as the settings say.
-    pub fn api(&self) -> Result<api::AppState, StoreError> {
+    /// of `api_connections`, admission by lag, authentication and rate
+    /// limits as the settings say. Creates the bootstrap admin token when
+    /// one is configured and no admin token exists; reads the JWT key set.
+    pub async fn api(&self) -> Result<api::AppState, SystemError> {
         let (database, size) = (&self.settings.database_url, self.settings.api_connections);
-        let state = api::AppState::with_pools(
-            pools::API.sized(size).pool(database)?,
-            pools::API_READS.sized(size).pool(database)?,
-            self.nats.clone(),
-        );
-        Ok(match self.settings.admission_lag {
+        let reads = pools::API_READS.sized(size).pool(database)?;
+        let state = api::AppState::with_pools(pools::API.sized(size).pool(database)?, reads.clone(), self.nats.clone());
+        let state = match self.settings.admission_lag {
             0 => state,
             limit => state.with_admission(limit),
-        })
+        };
+        let auth = &self.settings.auth;
+        let state = state.with_rate_limit(api::auth::rate::RateLimits::new(
+            auth.rate_limit,
+            auth.trusted_proxies.clone(),
+        ));
+        if !auth.enabled {
+            tracing::warn!("authentication is off (ORDO_AUTH=off): anyone who reaches the API may do anything");
+            return Ok(state);
+        }
+        let tokens = api::auth::TokenStore::cached(reads, pools::LISTENER.url(database));
+        if let Some(file) = &auth.bootstrap_token_file {
+            bootstrap(&tokens, file).await?;
+        }
+        let jwt = match &auth.jwt {
+            Some(config) => Some(
+                api::auth::jwt::JwtVerifier::new(config.clone())
+                    .await
+                    .map_err(|e| SystemError::Auth(e.to_string()))?,
+            ),
+            None => None,
+        };
+        Ok(state.with_auth(api::auth::Auth::on(tokens, jwt, auth.public_catalogue)))
     }
 
     /// Starts the relay in `roles`.
@@ -294,16 +355,34 @@ impl System {
     /// Starts every role in `roles`, as `ordo up` runs them: the relay,
     /// every projector, the saga coordinator sharing the API's cache of
     /// recent states, and the API on `listener`.
-    pub fn start_all(
+    pub async fn start_all(
         &self,
         roles: &mut Roles,
         listener: tokio::net::TcpListener,
-    ) -> Result<api::AppState, StoreError> {
+    ) -> Result<api::AppState, SystemError> {
+        let state = self.api().await?;
         self.start_relay(roles)?;
         self.start_projectors(roles, &Projection::ALL)?;
-        let state = self.api()?;
         self.start_saga(roles, Some(&state.executor))?;
         self.start_api(roles, state.clone(), listener);
         Ok(state)
     }
+}
+
+/// Creates the admin token whose secret `file` holds, unless an admin token
+/// exists already.
+async fn bootstrap(tokens: &api::auth::TokenStore, file: &std::path::Path) -> Result<(), SystemError> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        SystemError::Auth(format!("ORDO_BOOTSTRAP_TOKEN_FILE {}: {e}", file.display()))
+    })?;
+    let secret = api::auth::TokenSecret::from_operator(&text).map_err(|e| {
+        SystemError::Auth(format!("ORDO_BOOTSTRAP_TOKEN_FILE {}: {e}", file.display()))
+    })?;
+    match tokens.bootstrap(&secret).await {
+        Ok(true) => tracing::info!(id = %secret.id, "bootstrap admin token created"),
+        Ok(false) => tracing::debug!("an admin token exists; bootstrap token not created"),
+        Err(api::auth::tokens::CreateError::Store(e)) => return Err(e.into()),
+        Err(api::auth::tokens::CreateError::Rule(e)) => return Err(SystemError::Auth(e.to_string())),
+    }
+    Ok(())
 }

@@ -26,6 +26,7 @@ pub struct Shop {
 fn correlated() -> CommandContext {
     CommandContext {
         correlation_id: Some(Uuid::new_v4()),
+        actor: Some("system".into()),
         ..Default::default()
     }
 }

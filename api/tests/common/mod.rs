@@ -7,6 +7,8 @@ use projectors::Projection;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 use test_support::shop::{spawn_relay, RunningRelay, Shop};
+use api::auth::tokens::NewToken;
+use api::auth::Scope;
 use test_support::{Running, TestEnv};
 
 pub struct Answer {
@@ -35,9 +37,19 @@ impl Answer {
     }
 }
 
-pub struct Api {
+/// Requests as one caller.
+#[derive(Clone)]
+pub struct Client {
     pub base: String,
+    /// Sends the caller's token with every request (none: anonymous).
     pub http: reqwest::Client,
+}
+
+pub struct Api {
+    /// Requests as an admin.
+    pub admin: Client,
+    /// The admin token's secret.
+    pub admin_token: String,
     pub shop: Shop,
     /// The API, projectors and (when asked for) the saga coordinator.
     roles: Vec<Running<()>>,
@@ -72,7 +84,7 @@ impl Api {
                 let _ = projector.run(stop).await;
             }));
         }
-        let state = env.system_with(api_settings).api().unwrap();
+        let state = env.system_with(api_settings).api().await.unwrap();
         if saga {
             let mut config = system.saga_config();
             config.payment_timeout = Duration::from_secs(3600);
@@ -81,18 +93,15 @@ impl Api {
                 let _ = runner.run(stop).await;
             }));
         }
+        let admin_token = token(&state, &[Scope::Admin], None).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         roles.push(Running::spawn(|stop| async move {
             api::serve(listener, state, stop).await.unwrap();
         }));
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
         Api {
-            base,
-            http,
+            admin: Client::new(&base, Some(&admin_token)),
+            admin_token,
             shop,
             roles,
             relay,
@@ -100,10 +109,78 @@ impl Api {
         }
     }
 
+    /// API, relay and projectors (and the saga with `saga`), the API's
+    /// settings changed by `configure`.
+    pub async fn start_custom(saga: bool, configure: impl FnOnce(&mut system::Settings)) -> Api {
+        let env = TestEnv::new().await;
+        let mut settings = env.settings();
+        configure(&mut settings);
+        Api::start_with(env, settings, saga).await
+    }
+
     pub async fn start() -> Api {
         let env = TestEnv::new().await;
         let settings = env.settings();
         Api::start_with(env, settings, false).await
+    }
+
+    /// Requests with `token` (none: anonymous).
+    pub fn client(&self, token: Option<&str>) -> Client {
+        Client::new(&self.admin.base, token)
+    }
+
+    /// A new token of `scopes` (bound to `user` for a customer), made
+    /// through the API as the admin; its secret.
+    pub async fn token(&self, scopes: &[&str], user: Option<&str>) -> String {
+        let answer = self
+            .post("/tokens", serde_json::json!({ "scopes": scopes, "user_id": user, "name": "test" }))
+            .await;
+        assert_eq!(answer.status, 201, "{answer:?}");
+        answer.body["token"].as_str().unwrap().to_owned()
+    }
+}
+
+impl std::ops::Deref for Api {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.admin
+    }
+}
+
+/// A token made straight in the store behind `state`.
+pub async fn token(state: &api::AppState, scopes: &[Scope], user: Option<uuid::Uuid>) -> String {
+    let store = api::auth::TokenStore::new(state.pool.clone());
+    let (_, secret) = store
+        .create(&NewToken {
+            name: "test".into(),
+            scopes: scopes.iter().copied().collect(),
+            user_id: user,
+            expires_in: None,
+            created_by: "system".into(),
+        })
+        .await
+        .unwrap();
+    secret.expose()
+}
+
+impl Client {
+    pub fn new(base: &str, token: Option<&str>) -> Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {token}").parse().unwrap(),
+            );
+        }
+        Client {
+            base: base.to_owned(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .default_headers(headers)
+                .build()
+                .unwrap(),
+        }
     }
 
     async fn answer(response: reqwest::Response) -> Answer {
@@ -152,6 +229,17 @@ impl Api {
         Self::answer(
             self.http
                 .post(format!("{}{path}", self.base))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn delete(&self, path: &str) -> Answer {
+        Self::answer(
+            self.http
+                .delete(format!("{}{path}", self.base))
                 .send()
                 .await
                 .unwrap(),

@@ -17,6 +17,15 @@
 //! retry. With `--acked FILE`, every 2xx command answer is appended to FILE
 //! as one JSON line, so `scripts/chaos` can prove that nothing acknowledged
 //! was lost.
+//!
+//! With an admin token (`--token` / `ORDO_TOKEN`) it acts as a shop would:
+//! it makes a staff token (users, products, orders, the event log,
+//! projections) for seeding, watching, paying and cancelling, and a
+//! customer token for each user it seeds, with which that user's orders are
+//! placed. Without one, it sends no token (an ordo with `ORDO_AUTH=off`).
+//! Run the ordo it measures with `ORDO_RATE_LIMIT=off` (or above the load)
+//! and `ORDO_MAX_UNPAID_ORDERS` above the orders one user may leave unpaid,
+//! so that it measures the work of an order, not the limits.
 
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,7 +58,20 @@ pub struct Settings {
     pub drain: Duration,
     /// Where to append the acknowledged commands, if anywhere.
     pub acked: Option<std::path::PathBuf>,
+    /// An admin token, to make the staff and customer tokens the run uses.
+    pub token: Option<String>,
 }
+
+/// The scopes of the staff token the benchmark seeds, watches, pays and
+/// cancels with.
+const STAFF_SCOPES: [&str; 6] = [
+    "users:write",
+    "products:write",
+    "orders:read",
+    "orders:write",
+    "events:read",
+    "ops",
+];
 
 /// Units a scarce product starts with.
 const SCARCE_STOCK: u32 = 20;
@@ -173,6 +195,8 @@ struct Shared {
     http: reqwest::Client,
     base: String,
     users: Vec<Uuid>,
+    /// Each user's customer token (none without `--token`).
+    customer_tokens: Vec<Option<String>>,
     plentiful: Vec<Uuid>,
     scarce: Vec<Uuid>,
     started: Instant,
@@ -204,18 +228,35 @@ pub async fn run(settings: Settings, json_path: Option<&std::path::Path>) -> any
         Some(path) => Some(Arc::new(AckLog::create(path)?)),
         None => None,
     };
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(settings.concurrency + 8)
-        .timeout(Duration::from_secs(30))
-        .build()?;
     let base = settings.url.trim_end_matches('/').to_owned();
-    http.get(format!("{base}/health"))
+    let client = |token: Option<&str>| -> anyhow::Result<reqwest::Client> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            let value = format!("Bearer {token}")
+                .parse()
+                .context("the token holds characters no header may carry")?;
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        Ok(reqwest::Client::builder()
+            .pool_max_idle_per_host(settings.concurrency + 8)
+            .timeout(Duration::from_secs(30))
+            .default_headers(headers)
+            .build()?)
+    };
+    let admin = client(settings.token.as_deref())?;
+    admin
+        .get(format!("{base}/health"))
         .send()
         .await
         .and_then(reqwest::Response::error_for_status)
         .with_context(|| {
             format!("cannot reach ordo at {base}; start it (scripts/up) or pass --url")
         })?;
+    let staff = match &settings.token {
+        Some(_) => Some(make_token(&admin, &base, &STAFF_SCOPES, None).await?),
+        None => None,
+    };
+    let http = client(staff.as_deref())?;
 
     println!(
         "seeding {} users and {} products ...",
@@ -232,6 +273,20 @@ pub async fn run(settings: Settings, json_path: Option<&std::path::Path>) -> any
             json!({ "email": format!("bench-{}-{i}@example.com", Uuid::new_v4().simple()), "name": format!("Bench user {i}") })
         })
         .await?;
+    let customer_tokens = match &settings.token {
+        Some(_) => {
+            use futures::StreamExt as _;
+            let made: Vec<anyhow::Result<String>> = futures::stream::iter(users.iter())
+                .map(|user| make_token(&admin, &base, &["customer"], Some(*user)))
+                .buffered(settings.concurrency.clamp(1, 16))
+                .collect()
+                .await;
+            made.into_iter()
+                .map(|token| token.map(Some))
+                .collect::<anyhow::Result<Vec<_>>>()?
+        }
+        None => vec![None; users.len()],
+    };
     let scarce_count = (settings.products / 10).max(1);
     let products = seeder
         .seed(settings.products, "product", |i| {
@@ -246,6 +301,7 @@ pub async fn run(settings: Settings, json_path: Option<&std::path::Path>) -> any
         http,
         base,
         users,
+        customer_tokens,
         plentiful: if plentiful.is_empty() {
             scarce.to_vec()
         } else {
@@ -301,6 +357,30 @@ pub async fn run(settings: Settings, json_path: Option<&std::path::Path>) -> any
         acks.finish()?;
     }
     Ok(())
+}
+
+/// A token of `scopes` (a customer's, for `user`), made with the admin
+/// client through `POST /tokens`; it lives a day.
+async fn make_token(
+    admin: &reqwest::Client,
+    base: &str,
+    scopes: &[&str],
+    user: Option<Uuid>,
+) -> anyhow::Result<String> {
+    let response = admin
+        .post(format!("{base}/tokens"))
+        .json(&json!({ "scopes": scopes, "user_id": user, "name": "bench", "expires_in": "1d" }))
+        .send()
+        .await
+        .with_context(|| format!("POST {base}/tokens"))?;
+    let status = response.status();
+    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    match answer["token"].as_str() {
+        Some(token) if status.is_success() => Ok(token.to_owned()),
+        _ => anyhow::bail!(
+            "making a token answered {status}: {answer}; --token / ORDO_TOKEN must be an admin token"
+        ),
+    }
 }
 
 /// Creates the users and products the orders need.
@@ -410,7 +490,8 @@ async fn current_log_position(http: &reqwest::Client, base: &str) -> anyhow::Res
 async fn client(shared: Arc<Shared>, duration: Duration, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
     while shared.started.elapsed() < duration {
-        let user = shared.users[rng.random_range(0..shared.users.len())];
+        let which = rng.random_range(0..shared.users.len());
+        let user = shared.users[which];
         let count = rng.random_range(1..=3usize);
         let mut lines: Vec<(Uuid, u32)> = Vec::with_capacity(count);
         while lines.len() < count {
@@ -429,12 +510,11 @@ async fn client(shared: Arc<Shared>, duration: Duration, seed: u64) {
             "lines": lines.iter().map(|(p, q)| json!({ "product_id": p, "quantity": q })).collect::<Vec<_>>(),
         });
         let started = Instant::now();
-        let outcome = shared
-            .http
-            .post(format!("{}/orders", shared.base))
-            .json(&body)
-            .send()
-            .await;
+        let mut request = shared.http.post(format!("{}/orders", shared.base)).json(&body);
+        if let Some(token) = &shared.customer_tokens[which] {
+            request = request.bearer_auth(token);
+        }
+        let outcome = request.send().await;
         let elapsed = started.elapsed();
         match outcome {
             Ok(response) if response.status().as_u16() == 202 => {

@@ -49,6 +49,8 @@ pub struct CommandContext {
     pub causation_id: Option<Uuid>,
     /// The request's trace id.
     pub trace_id: Option<String>,
+    /// Who asks: `token:<id>`, `jwt:<issuer>#<sub>`, `saga`, `system`.
+    pub actor: Option<String>,
 }
 
 impl CommandContext {
@@ -58,6 +60,7 @@ impl CommandContext {
             causation_id: self.causation_id,
             command_id: self.command_id.clone(),
             trace_id: self.trace_id.clone(),
+            actor: self.actor.clone(),
         }
     }
 }

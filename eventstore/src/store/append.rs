@@ -36,6 +36,8 @@ pub(super) struct StoredMetadata<'a> {
     command_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     trace_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actor: Option<&'a str>,
 }
 
 /// Which append statement a request needs. Every variant is one statement;
@@ -185,6 +187,7 @@ impl<'a> StoredMetadata<'a> {
             causation_id: metadata.causation_id,
             command_id: metadata.command_id.as_deref(),
             trace_id: metadata.trace_id.as_deref(),
+            actor: metadata.actor.as_deref(),
         }
     }
 }

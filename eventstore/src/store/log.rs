@@ -50,7 +50,7 @@ pub(super) async fn read_log_below<T: LogRow, C: tokio_postgres::GenericClient>(
         (&after.position, Type::INT8),
         (&limit, Type::INT8),
     ];
-    let conditions: [(Option<&(dyn ToSql + Sync)>, Type, &str); 6] = [
+    let conditions: [(Option<&(dyn ToSql + Sync)>, Type, &str); 7] = [
         (as_param(&filter.stream_id), Type::TEXT, "stream_id ="),
         (as_param(&filter.stream_type), Type::TEXT, "stream_type ="),
         (as_param(&filter.event_type), Type::TEXT, "type ="),
@@ -61,6 +61,7 @@ pub(super) async fn read_log_below<T: LogRow, C: tokio_postgres::GenericClient>(
         ),
         (as_param(&filter.since), Type::TIMESTAMPTZ, "recorded_at >="),
         (as_param(&filter.until), Type::TIMESTAMPTZ, "recorded_at <"),
+        (as_param(&filter.actor), Type::TEXT, "metadata->>'actor' ="),
     ];
     for (value, ty, condition) in conditions {
         if let Some(value) = value {

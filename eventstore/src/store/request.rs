@@ -99,4 +99,7 @@ pub struct LogFilter {
     pub since: Option<DateTime<Utc>>,
     /// Recorded before.
     pub until: Option<DateTime<Utc>>,
+    /// Caused by this actor (`token:<id>`, `saga`, ...). Not indexed: an
+    /// audit query by actor scans the range it is given.
+    pub actor: Option<String>,
 }

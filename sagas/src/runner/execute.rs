@@ -41,6 +41,8 @@ impl Engine {
             correlation_id: work.correlation,
             causation_id: work.cause,
             trace_id: None,
+            // Timers' commands (the payment timeout) come this way too.
+            actor: Some(crate::ACTOR.to_owned()),
         };
         let mut outcomes = Vec::new();
         for _ in 0..self.hooks.times() {
