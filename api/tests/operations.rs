@@ -34,6 +34,9 @@ const DOCUMENTED_ROUTES: &[(&str, &str)] = &[
     ("get", "/health"),
     ("get", "/ready"),
     ("get", "/metrics"),
+    ("post", "/tokens"),
+    ("get", "/tokens"),
+    ("delete", "/tokens/{id}"),
 ];
 
 #[tokio::test]
@@ -70,6 +73,7 @@ async fn every_route_is_in_the_openapi_document_and_every_documented_route_is_se
             );
             let response = match method.as_str() {
                 "get" => api.http.get(&url).send().await.unwrap(),
+                "delete" => api.http.delete(&url).send().await.unwrap(),
                 _ => api.http.post(&url).json(&json!({})).send().await.unwrap(),
             };
             let status = response.status().as_u16();

@@ -8,7 +8,9 @@
 //! customer to its own user and orders ([`Caller::confined_to`]).
 //!
 //! Refusals never say which check failed: the caller learns 401 or 403, the
-//! log learns why (at `info`, never with the token).
+//! log learns why (at `info`, never with the token). Public routes (`/health`,
+//! `/ready`, the documents, the catalogue unless closed) do not read the
+//! `Authorization` header at all.
 
 pub mod jwt;
 pub mod policy;
@@ -278,7 +280,10 @@ pub async fn authenticate(
     };
     let path = request.uri().path().to_owned();
     let caller = match bearer(request.headers()) {
-        None if requirement == Requirement::Public => Caller::anonymous(),
+        // Public routes do not read credentials at all: their answer is the
+        // same for everyone, and a probe of /ready must not depend on the
+        // token store.
+        _ if requirement == Requirement::Public => Caller::anonymous(),
         None => {
             state.rate.check(&by_address())?;
             tracing::info!(%path, "refused: no bearer token");
