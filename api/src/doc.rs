@@ -197,6 +197,11 @@ pub struct EventDoc {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(required = false)]
     pub causationid: Option<Uuid>,
+    /// Who caused it: `token:<id>`, `jwt:<issuer>#<sub>`, `saga`, `system`
+    /// or `anonymous`; absent on events written before actors were recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false, example = "saga")]
+    pub actor: Option<String>,
 }
 
 /// An order's fulfilment saga (`GET /sagas/{order_id}`).

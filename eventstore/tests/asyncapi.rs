@@ -371,7 +371,7 @@ fn recorded(
             causation_id: correlated.then(Uuid::now_v7),
             command_id: Some("cmd-1".to_owned()),
             trace_id: Some("0af7651916cd43dd8448eb211c80319c".to_owned()),
-            actor: Some("saga".to_owned()),
+            actor: correlated.then(|| "saga".to_owned()),
         },
         recorded_at: Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap()
             + chrono::Duration::microseconds(123_456),
