@@ -76,6 +76,12 @@ async fn ordo_up_runs_over_a_unix_socket() {
         encode(&user)
     );
     let http = format!("127.0.0.1:{}", free_port());
+    // ordo makes this admin token at start; the load generator makes its
+    // staff and customer tokens with it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let admin_token = api::auth::TokenSecret::generate().expose();
+    let token_file = dir.path().join("admin.token");
+    std::fs::write(&token_file, &admin_token).expect("token file");
     let ordo = |args: &[&str]| {
         let mut command = Command::new(env!("CARGO_BIN_EXE_ordo"));
         command
@@ -85,6 +91,8 @@ async fn ordo_up_runs_over_a_unix_socket() {
             .env("ORDO_STREAM", env.stream.as_str())
             .env("ORDO_SUBJECT_PREFIX", env.prefix.as_str())
             .env("ORDO_HTTP_ADDR", &http)
+            .env("ORDO_BOOTSTRAP_TOKEN_FILE", &token_file)
+            .env("ORDO_TOKEN", &admin_token)
             .env("RUST_LOG", "warn");
         command
     };
@@ -94,7 +102,6 @@ async fn ordo_up_runs_over_a_unix_socket() {
         .spawn()
         .expect("spawn ordo up"));
 
-    let dir = tempfile::tempdir().expect("tempdir");
     let json = dir.path().join("figures.json");
     // The first run may find the API not listening yet.
     let bench = test_support::poll_blocking(

@@ -229,7 +229,7 @@ pub async fn run(settings: Settings, json_path: Option<&std::path::Path>) -> any
         None => None,
     };
     let base = settings.url.trim_end_matches('/').to_owned();
-    let client = |token: Option<&str>| -> anyhow::Result<reqwest::Client> {
+    let http_client = |token: Option<&str>| -> anyhow::Result<reqwest::Client> {
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(token) = token {
             let value = format!("Bearer {token}")
@@ -243,7 +243,7 @@ pub async fn run(settings: Settings, json_path: Option<&std::path::Path>) -> any
             .default_headers(headers)
             .build()?)
     };
-    let admin = client(settings.token.as_deref())?;
+    let admin = http_client(settings.token.as_deref())?;
     admin
         .get(format!("{base}/health"))
         .send()
@@ -256,7 +256,7 @@ pub async fn run(settings: Settings, json_path: Option<&std::path::Path>) -> any
         Some(_) => Some(make_token(&admin, &base, &STAFF_SCOPES, None).await?),
         None => None,
     };
-    let http = client(staff.as_deref())?;
+    let http = http_client(staff.as_deref())?;
 
     println!(
         "seeding {} users and {} products ...",
