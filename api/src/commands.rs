@@ -287,11 +287,18 @@ impl<T> Command<T> {
 /// `Ok` when `caller` may see aggregate `id` of type `A`; a customer is
 /// told that another user's does not exist, in the very words a missing one
 /// gets.
-pub async fn confine<A: Resource>(state: &AppState, caller: &Caller, id: Uuid) -> Result<(), ApiError> {
+pub async fn confine<A: Resource>(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<(), ApiError> {
     if caller.confined_to().is_none() {
         return Ok(());
     }
-    let loaded = state.executor.load::<A>(&A::STREAM_TYPE.stream_id(id)).await?;
+    let loaded = state
+        .executor
+        .load::<A>(&A::STREAM_TYPE.stream_id(id))
+        .await?;
     caller.may_see(A::owner(id, &loaded.state), || A::not_found(id))
 }
 

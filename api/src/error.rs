@@ -385,11 +385,15 @@ impl IntoResponse for ApiError {
                 } else {
                     r#"Bearer realm="ordo""#
                 };
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(challenge),
+                );
             }
-            ApiError::RateLimited { retry_after, headers } => {
+            ApiError::RateLimited {
+                retry_after,
+                headers,
+            } => {
                 let headers_out = response.headers_mut();
                 if let Ok(value) = HeaderValue::from_str(&retry_after.to_string()) {
                     headers_out.insert(header::RETRY_AFTER, value);

@@ -114,26 +114,36 @@ impl utoipa::Modify for SecurityAddon {
         );
         for item in api.paths.paths.values_mut() {
             let operations = [
-                &mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch,
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
             ];
             for operation in operations.into_iter().flatten() {
-                let public = operation
-                    .security
-                    .as_ref()
-                    .is_some_and(|alternatives| {
-                        serde_json::to_value(alternatives)
-                            .ok()
-                            .and_then(|v| v.as_array().cloned())
-                            .unwrap_or_default()
-                            .iter()
-                            .any(|a| a.as_object().is_some_and(|o| o.is_empty()))
-                    });
+                let public = operation.security.as_ref().is_some_and(|alternatives| {
+                    serde_json::to_value(alternatives)
+                        .ok()
+                        .and_then(|v| v.as_array().cloned())
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|a| a.as_object().is_some_and(|o| o.is_empty()))
+                });
                 let responses = &mut operation.responses.responses;
                 if !public {
-                    responses.insert("401".into(), RefOr::Ref(Ref::from_response_name("Unauthorized")));
-                    responses.insert("403".into(), RefOr::Ref(Ref::from_response_name("Forbidden")));
+                    responses.insert(
+                        "401".into(),
+                        RefOr::Ref(Ref::from_response_name("Unauthorized")),
+                    );
+                    responses.insert(
+                        "403".into(),
+                        RefOr::Ref(Ref::from_response_name("Forbidden")),
+                    );
                 }
-                responses.insert("429".into(), RefOr::Ref(Ref::from_response_name("TooManyRequests")));
+                responses.insert(
+                    "429".into(),
+                    RefOr::Ref(Ref::from_response_name("TooManyRequests")),
+                );
             }
         }
     }
@@ -264,7 +274,7 @@ pub async fn serve(
         app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    .await
 }
 
 #[cfg(test)]

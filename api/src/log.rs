@@ -185,7 +185,9 @@ async fn log_events(
         }
     }
     if query.actor.as_ref().is_some_and(|actor| actor.len() > 1024) {
-        return Err(ApiError::BadRequest("actor is at most 1024 characters".into()));
+        return Err(ApiError::BadRequest(
+            "actor is at most 1024 characters".into(),
+        ));
     }
     let filter = LogFilter {
         stream_id: None,

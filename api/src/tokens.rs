@@ -13,7 +13,9 @@ use uuid::Uuid;
 
 use crate::auth::tokens::{CreateError, NewToken, Token, TokenRuleError};
 use crate::auth::{Caller, Scopes, TokenStore};
-use crate::error::responses::{BadRequest, NotFound, PayloadTooLarge, Unavailable, UnsupportedMediaType, Validation};
+use crate::error::responses::{
+    BadRequest, NotFound, PayloadTooLarge, Unavailable, UnsupportedMediaType, Validation,
+};
 use crate::error::ApiError;
 use crate::extract::{optional_uuid_field, Body, IdParam, IdPath, JsonInput};
 use crate::AppState;
@@ -47,7 +49,9 @@ pub struct CreateToken {
 
 impl JsonInput for CreateToken {}
 
-fn lifetime<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<std::time::Duration>, D::Error> {
+fn lifetime<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<std::time::Duration>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Lifetime {
@@ -140,7 +144,10 @@ async fn list_tokens(State(state): State<AppState>) -> Result<Json<TokenList>, A
     responses((status = 200, description = "Revoked (again: unchanged); refused by every process within 2 s", body = Token),
         (status = 400, response = BadRequest), (status = 404, response = NotFound),
         (status = 503, response = Unavailable)))]
-async fn revoke_token(State(state): State<AppState>, IdPath(id): IdPath) -> Result<Json<Token>, ApiError> {
+async fn revoke_token(
+    State(state): State<AppState>,
+    IdPath(id): IdPath,
+) -> Result<Json<Token>, ApiError> {
     store(&state)
         .revoke(id)
         .await?

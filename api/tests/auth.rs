@@ -3,6 +3,8 @@
 //! each other, forged JWTs, revocation across processes, rate limits, and
 //! the actor recorded in the events.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -76,7 +78,8 @@ impl Drop for Provider {
 
 /// A token of `alg: none`: a header and claims, and no signature.
 fn unsigned(claims: &Value) -> String {
-    let header = URL_SAFE_NO_PAD.encode(json!({ "alg": "none", "typ": "JWT", "kid": "k1" }).to_string());
+    let header =
+        URL_SAFE_NO_PAD.encode(json!({ "alg": "none", "typ": "JWT", "kid": "k1" }).to_string());
     format!("{header}.{}.", URL_SAFE_NO_PAD.encode(claims.to_string()))
 }
 
@@ -85,7 +88,12 @@ fn unsigned(claims: &Value) -> String {
 fn confused(provider: &Provider, claims: &Value) -> String {
     let mut header = Header::new(Algorithm::HS256);
     header.kid = Some("k1".into());
-    jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(&provider.public).unwrap()).unwrap()
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &EncodingKey::from_secret(&provider.public).unwrap(),
+    )
+    .unwrap()
 }
 
 /// What a credential should get: `Ok(scopes)` for one that authenticates.
@@ -130,10 +138,14 @@ fn body(method: &str, path: &str, world: &World) -> Option<Value> {
     Some(match path {
         "/users" => json!({ "email": format!("{unique}@example.com"), "name": "M" }),
         "/users/{id}/rename" => json!({ "name": "Renamed" }),
-        "/products" => json!({ "sku": format!("M-{}", &unique[..12]), "name": "M", "price": "1.00", "stock": 5 }),
+        "/products" => {
+            json!({ "sku": format!("M-{}", &unique[..12]), "name": "M", "price": "1.00", "stock": 5 })
+        }
         "/products/{id}/restock" => json!({ "quantity": 1 }),
         "/products/{id}/price" => json!({ "price": "2.00" }),
-        "/orders" => json!({ "user_id": world.user_a, "lines": [{ "product_id": world.product, "quantity": 1 }] }),
+        "/orders" => {
+            json!({ "user_id": world.user_a, "lines": [{ "product_id": world.product, "quantity": 1 }] })
+        }
         "/orders/{id}/pay" => json!({ "amount": "1.00" }),
         "/orders/{id}/cancel" => json!({ "reason": "matrix" }),
         "/tokens" => json!({ "scopes": ["ops"] }),
@@ -165,7 +177,10 @@ async fn every_operation_answers_every_caller_as_its_declared_scopes_say() {
     let user_b = api.user("Bob").await.id();
     let product = api.product(1_000_000, "1.00").await.id();
     let order = api
-        .post("/orders", json!({ "user_id": user_a, "lines": [{ "product_id": product, "quantity": 1 }] }))
+        .post(
+            "/orders",
+            json!({ "user_id": user_a, "lines": [{ "product_id": product, "quantity": 1 }] }),
+        )
         .await;
     assert_eq!(order.status, 202, "{order:?}");
     let world = World {
@@ -180,24 +195,53 @@ async fn every_operation_answers_every_caller_as_its_declared_scopes_say() {
 
     let mut credentials: Vec<(String, Option<String>, Credential)> = vec![
         ("no token".into(), None, Credential::Refused),
-        ("malformed".into(), Some("ordo_not-a-token".into()), Credential::Refused),
-        ("unknown".into(), Some(api::auth::TokenSecret::generate().expose()), Credential::Refused),
-        ("garbage".into(), Some("eyJhbGciOi.e30.c2ln".into()), Credential::Refused),
+        (
+            "malformed".into(),
+            Some("ordo_not-a-token".into()),
+            Credential::Refused,
+        ),
+        (
+            "unknown".into(),
+            Some(api::auth::TokenSecret::generate().expose()),
+            Credential::Refused,
+        ),
+        (
+            "garbage".into(),
+            Some("eyJhbGciOi.e30.c2ln".into()),
+            Credential::Refused,
+        ),
     ];
     let expired = {
-        let made = api.post("/tokens", json!({ "scopes": ["admin"], "expires_in": 1 })).await;
+        let made = api
+            .post("/tokens", json!({ "scopes": ["admin"], "expires_in": 1 }))
+            .await;
         made.body["token"].as_str().unwrap().to_owned()
     };
     let revoked = api.token(&["admin"], None).await;
     let revoked_id = api::auth::TokenSecret::parse(&revoked).unwrap().id;
-    assert_eq!(api.delete(&format!("/tokens/{revoked_id}")).await.status, 200);
+    assert_eq!(
+        api.delete(&format!("/tokens/{revoked_id}")).await.status,
+        200
+    );
     credentials.push(("revoked admin".into(), Some(revoked), Credential::Refused));
     let customer = Scopes::NONE.with(Scope::Customer);
-    credentials.push(("customer A".into(), Some(api.token(&["customer"], Some(&user_a)).await), Credential::Valid(customer)));
-    credentials.push(("customer B".into(), Some(api.token(&["customer"], Some(&user_b)).await), Credential::Valid(customer)));
+    credentials.push((
+        "customer A".into(),
+        Some(api.token(&["customer"], Some(&user_a)).await),
+        Credential::Valid(customer),
+    ));
+    credentials.push((
+        "customer B".into(),
+        Some(api.token(&["customer"], Some(&user_b)).await),
+        Credential::Valid(customer),
+    ));
     for scope in Scope::ALL.into_iter().filter(|s| *s != Scope::Customer) {
         let token = api.token(&[scope.as_str()], None).await;
-        credentials.push((scope.as_str().into(), Some(token), Credential::Valid(Scopes::NONE.with(scope))));
+        credentials.push((
+            scope.as_str().into(),
+            Some(token),
+            Credential::Valid(Scopes::NONE.with(scope)),
+        ));
     }
     credentials.push((
         "JWT orders:read".into(),
@@ -205,11 +249,23 @@ async fn every_operation_answers_every_caller_as_its_declared_scopes_say() {
         Credential::Valid(Scopes::NONE.with(Scope::OrdersRead)),
     ));
     let admin_claims = provider.claims("admin", 300);
-    credentials.push(("JWT alg none".into(), Some(unsigned(&admin_claims)), Credential::Refused));
-    credentials.push(("JWT HS256 with the public key".into(), Some(confused(&provider, &admin_claims)), Credential::Refused));
+    credentials.push((
+        "JWT alg none".into(),
+        Some(unsigned(&admin_claims)),
+        Credential::Refused,
+    ));
+    credentials.push((
+        "JWT HS256 with the public key".into(),
+        Some(confused(&provider, &admin_claims)),
+        Credential::Refused,
+    ));
     let mut wrong_audience = admin_claims.clone();
     wrong_audience["aud"] = json!("someone-else");
-    credentials.push(("JWT wrong audience".into(), Some(provider.sign(&wrong_audience)), Credential::Refused));
+    credentials.push((
+        "JWT wrong audience".into(),
+        Some(provider.sign(&wrong_audience)),
+        Credential::Refused,
+    ));
     credentials.push((
         "JWT expired".into(),
         Some(provider.sign(&provider.claims("admin", -120))),
@@ -243,7 +299,11 @@ async fn every_operation_answers_every_caller_as_its_declared_scopes_say() {
                         && matches!(&requirement, Requirement::AnyOf(any) if any.contains(&Scope::Customer)) =>
                 {
                     // Everything a customer may reach here is A's.
-                    if template == "/orders" { Err(403) } else { Err(404) }
+                    if template == "/orders" {
+                        Err(403)
+                    } else {
+                        Err(404)
+                    }
                 }
                 Credential::Valid(_) => Ok(()),
             };
@@ -253,19 +313,33 @@ async fn every_operation_answers_every_caller_as_its_declared_scopes_say() {
                 Err(want) => status == want,
             };
             if status == 401 {
-                let challenge = answer.headers.get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or_default();
+                let challenge = answer
+                    .headers
+                    .get("www-authenticate")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
                 let bearer = challenge.starts_with("Bearer")
                     && (token.is_none() || challenge.contains("error=\"invalid_token\""));
                 if !bearer {
-                    wrong.push(format!("{method} {template} as {name}: 401 with WWW-Authenticate {challenge:?}"));
+                    wrong.push(format!(
+                        "{method} {template} as {name}: 401 with WWW-Authenticate {challenge:?}"
+                    ));
                 }
             }
             if !fine {
-                wrong.push(format!("{method} {template} as {name}: {status}, expected {expected:?}: {}", answer.body));
+                wrong.push(format!(
+                    "{method} {template} as {name}: {status}, expected {expected:?}: {}",
+                    answer.body
+                ));
             }
         }
     }
-    assert!(wrong.is_empty(), "{} wrong answers:\n{}", wrong.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} wrong answers:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
     // The matrix saw every kind of answer it is about.
     for status in [200, 401, 403, 404] {
         assert!(tally.contains_key(&status), "no {status} in {tally:?}");
@@ -282,7 +356,10 @@ async fn a_customer_learns_nothing_of_another_customers_data() {
     let user_b = api.user("Bob").await.id();
     let product = api.product(100, "3.00").await.id();
     let order = api
-        .post("/orders", json!({ "user_id": user_a, "lines": [{ "product_id": product, "quantity": 1 }] }))
+        .post(
+            "/orders",
+            json!({ "user_id": user_a, "lines": [{ "product_id": product, "quantity": 1 }] }),
+        )
         .await
         .id();
     let bob = api.client(Some(&api.token(&["customer"], Some(&user_b)).await));
@@ -293,30 +370,59 @@ async fn a_customer_learns_nothing_of_another_customers_data() {
     };
     for (theirs, missing) in [
         (format!("/users/{user_a}"), format!("/users/{nobody}")),
-        (format!("/users/{user_a}/orders"), format!("/users/{nobody}/orders")),
+        (
+            format!("/users/{user_a}/orders"),
+            format!("/users/{nobody}/orders"),
+        ),
         (format!("/orders/{order}"), format!("/orders/{nobody}")),
-        (format!("/orders/{order}?as_of=2030-01-01T00:00:00Z"), format!("/orders/{nobody}?as_of=2030-01-01T00:00:00Z")),
-        (format!("/orders/{order}/timeline"), format!("/orders/{nobody}/timeline")),
+        (
+            format!("/orders/{order}?as_of=2030-01-01T00:00:00Z"),
+            format!("/orders/{nobody}?as_of=2030-01-01T00:00:00Z"),
+        ),
+        (
+            format!("/orders/{order}/timeline"),
+            format!("/orders/{nobody}/timeline"),
+        ),
     ] {
         let (a, b) = (bob.get(&theirs).await, bob.get(&missing).await);
-        let theirs_id = if theirs.starts_with("/users") { &user_a } else { &order };
+        let theirs_id = if theirs.starts_with("/users") {
+            &user_a
+        } else {
+            &order
+        };
         assert_eq!(a.status, 404, "{theirs}: {a:?}");
-        assert_eq!(shape(&a, theirs_id), shape(&b, &nobody), "{theirs} vs {missing}");
+        assert_eq!(
+            shape(&a, theirs_id),
+            shape(&b, &nobody),
+            "{theirs} vs {missing}"
+        );
     }
     for (action, body) in [("pay", json!({ "amount": "3.00" })), ("cancel", json!({}))] {
-        let a = bob.post(&format!("/orders/{order}/{action}"), body.clone()).await;
+        let a = bob
+            .post(&format!("/orders/{order}/{action}"), body.clone())
+            .await;
         let b = bob.post(&format!("/orders/{nobody}/{action}"), body).await;
         assert_eq!(a.status, 404, "{action}: {a:?}");
         assert_eq!(shape(&a, &order), shape(&b, &nobody), "{action}");
     }
-    let rename = bob.post(&format!("/users/{user_a}/rename"), json!({ "name": "Mallory" })).await;
+    let rename = bob
+        .post(
+            &format!("/users/{user_a}/rename"),
+            json!({ "name": "Mallory" }),
+        )
+        .await;
     assert_eq!(rename.status, 404, "{rename:?}");
     let place = bob
-        .post("/orders", json!({ "user_id": user_a, "lines": [{ "product_id": product, "quantity": 1 }] }))
+        .post(
+            "/orders",
+            json!({ "user_id": user_a, "lines": [{ "product_id": product, "quantity": 1 }] }),
+        )
         .await;
     common::assert_problem(&place, 403, "forbidden");
     // And nothing of A's changed.
-    let alice = api.get_after(&format!("/users/{user_a}"), &registered).await;
+    let alice = api
+        .get_after(&format!("/users/{user_a}"), &registered)
+        .await;
     assert_eq!(alice.body["name"], "Alice", "{alice:?}");
 }
 
@@ -350,7 +456,10 @@ async fn a_revocation_reaches_another_process_within_two_seconds() {
     .await;
     let took = revoked_at.elapsed();
     assert_eq!(refused.status, 401);
-    assert!(took < Duration::from_secs(2), "the other process refused it after {took:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "the other process refused it after {took:?}"
+    );
     assert_eq!(here.get("/projections").await.status, 401);
     server.stop().await.unwrap();
 }
@@ -372,8 +481,18 @@ async fn a_caller_over_its_rate_is_told_to_wait_and_others_are_not() {
     }
     let limited = limited.expect("never limited");
     common::assert_problem(&limited, 429, "rate_limited");
-    let header = |name: &str| limited.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    assert!(header("retry-after").parse::<u64>().is_ok_and(|s| s >= 1), "{limited:?}");
+    let header = |name: &str| {
+        limited
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        header("retry-after").parse::<u64>().is_ok_and(|s| s >= 1),
+        "{limited:?}"
+    );
     assert!(header("ratelimit-policy").contains("q=5"), "{limited:?}");
     assert!(header("ratelimit").contains("r=0"), "{limited:?}");
     assert_eq!(other.get("/projections").await.status, 200);
@@ -384,27 +503,48 @@ async fn a_caller_over_its_rate_is_told_to_wait_and_others_are_not() {
 #[tokio::test]
 async fn every_event_names_its_actor_and_the_log_filters_on_it() {
     let api = Api::start_custom(true, |_| {}).await;
-    let staff = api.token(&["users:write", "products:write", "orders:fulfil"], None).await;
-    let staff_actor = format!("token:{}", api::auth::TokenSecret::parse(&staff).unwrap().id);
+    let staff = api
+        .token(&["users:write", "products:write", "orders:fulfil"], None)
+        .await;
+    let staff_actor = format!(
+        "token:{}",
+        api::auth::TokenSecret::parse(&staff).unwrap().id
+    );
     let staff = api.client(Some(&staff));
-    let user = staff.post("/users", json!({ "email": "journey@example.com", "name": "J" })).await;
+    let user = staff
+        .post(
+            "/users",
+            json!({ "email": "journey@example.com", "name": "J" }),
+        )
+        .await;
     assert_eq!(user.status, 201, "{user:?}");
     let user = user.id();
     let product = staff
-        .post("/products", json!({ "sku": "JOURNEY-1", "name": "J", "price": "4.00", "stock": 10 }))
+        .post(
+            "/products",
+            json!({ "sku": "JOURNEY-1", "name": "J", "price": "4.00", "stock": 10 }),
+        )
         .await
         .id();
     let customer_token = api.token(&["customer"], Some(&user)).await;
-    let customer_actor = format!("token:{}", api::auth::TokenSecret::parse(&customer_token).unwrap().id);
+    let customer_actor = format!(
+        "token:{}",
+        api::auth::TokenSecret::parse(&customer_token).unwrap().id
+    );
     let customer = api.client(Some(&customer_token));
     let order = customer
-        .post("/orders", json!({ "user_id": user, "lines": [{ "product_id": product, "quantity": 2 }] }))
+        .post(
+            "/orders",
+            json!({ "user_id": user, "lines": [{ "product_id": product, "quantity": 2 }] }),
+        )
         .await;
     assert_eq!(order.status, 202, "{order:?}");
     let order = order.id();
     let settled = api.settled_order(&order).await;
     assert_eq!(settled.body["status"], "confirmed", "{settled:?}");
-    let paid = customer.post(&format!("/orders/{order}/pay"), json!({ "amount": "8.00" })).await;
+    let paid = customer
+        .post(&format!("/orders/{order}/pay"), json!({ "amount": "8.00" }))
+        .await;
     assert_eq!(paid.status, 200, "{paid:?}");
     let shipped = staff.post_empty(&format!("/orders/{order}/ship")).await;
     assert_eq!(shipped.status, 200, "{shipped:?}");
@@ -413,33 +553,68 @@ async fn every_event_names_its_actor_and_the_log_filters_on_it() {
     let shipped_stock = test_support::poll(
         Duration::from_secs(20),
         || api.get("/events?type=StockShipped"),
-        |page| page.body["events"].as_array().is_some_and(|e| !e.is_empty()),
+        |page| {
+            page.body["events"]
+                .as_array()
+                .is_some_and(|e| !e.is_empty())
+        },
     )
     .await;
-    assert_eq!(shipped_stock.body["events"].as_array().map(Vec::len), Some(1), "{shipped_stock:?}");
-    let log = test_support::log::whole_log(&eventstore::EventStore::new(api.env.pool.clone())).await;
+    assert_eq!(
+        shipped_stock.body["events"].as_array().map(Vec::len),
+        Some(1),
+        "{shipped_stock:?}"
+    );
+    let log =
+        test_support::log::whole_log(&eventstore::EventStore::new(api.env.pool.clone())).await;
     let mut by_actor: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for event in &log {
-        let actor = event.metadata.actor.clone().unwrap_or_else(|| "<none>".into());
-        by_actor.entry(actor).or_default().push(format!("{} {}", event.stream_id, event.event_type));
+        let actor = event
+            .metadata
+            .actor
+            .clone()
+            .unwrap_or_else(|| "<none>".into());
+        by_actor
+            .entry(actor)
+            .or_default()
+            .push(format!("{} {}", event.stream_id, event.event_type));
     }
     let types = |actor: &str| {
         let mut t: Vec<String> = by_actor
             .get(actor)
-            .map(|v| v.iter().map(|e| e.split(' ').nth(1).unwrap().to_owned()).collect())
+            .map(|v| {
+                v.iter()
+                    .map(|e| e.split(' ').nth(1).unwrap().to_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         t.sort();
         t
     };
-    assert_eq!(types(&staff_actor), ["OrderShipped", "ProductCreated", "UserRegistered"], "{by_actor:#?}");
-    assert_eq!(types(&customer_actor), ["OrderPaid", "OrderPlaced"], "{by_actor:#?}");
-    assert_eq!(types("saga"), ["OrderConfirmed", "StockReserved", "StockShipped"], "{by_actor:#?}");
+    assert_eq!(
+        types(&staff_actor),
+        ["OrderShipped", "ProductCreated", "UserRegistered"],
+        "{by_actor:#?}"
+    );
+    assert_eq!(
+        types(&customer_actor),
+        ["OrderPaid", "OrderPlaced"],
+        "{by_actor:#?}"
+    );
+    assert_eq!(
+        types("saga"),
+        ["OrderConfirmed", "StockReserved", "StockShipped"],
+        "{by_actor:#?}"
+    );
     assert!(!by_actor.contains_key("<none>"), "{by_actor:#?}");
 
     for (actor, expected) in [(&customer_actor, 2), (&staff_actor, 3)] {
         let page = api.get(&format!("/events?actor={actor}&limit=1000")).await;
         let events = page.body["events"].as_array().unwrap();
         assert_eq!(events.len(), expected, "{actor}: {page:?}");
-        assert!(events.iter().all(|e| e["actor"] == json!(actor)), "{page:?}");
+        assert!(
+            events.iter().all(|e| e["actor"] == json!(actor)),
+            "{page:?}"
+        );
     }
 }

@@ -149,7 +149,11 @@ pub struct AuthArgs {
     #[arg(long = "jwt-issuer", env = "ORDO_JWT_ISSUER", requires_all = ["jwt_audience", "jwt_jwks"])]
     pub jwt_issuer: Option<String>,
     /// The `aud` ordo's JWTs must carry.
-    #[arg(long = "jwt-audience", env = "ORDO_JWT_AUDIENCE", requires = "jwt_issuer")]
+    #[arg(
+        long = "jwt-audience",
+        env = "ORDO_JWT_AUDIENCE",
+        requires = "jwt_issuer"
+    )]
     pub jwt_audience: Option<String>,
     /// The provider's keys: a JWKS file, or an https URL (re-read hourly and
     /// when a token names an unknown key, at most once a minute).
@@ -157,7 +161,11 @@ pub struct AuthArgs {
           value_parser = parse_jwks)]
     pub jwt_jwks: Option<api::auth::jwt::JwksSource>,
     /// The JWT claim holding a customer's user id.
-    #[arg(long = "jwt-user-claim", env = "ORDO_JWT_USER_CLAIM", default_value = "ordo_user_id")]
+    #[arg(
+        long = "jwt-user-claim",
+        env = "ORDO_JWT_USER_CLAIM",
+        default_value = "ordo_user_id"
+    )]
     pub jwt_user_claim: String,
 }
 
@@ -375,8 +383,13 @@ pub enum BenchScenario {
         /// Base URL of the API (default: http:// + ORDO_HTTP_ADDR).
         #[arg(long)]
         url: Option<String>,
-        #[command(flatten)]
-        http: HttpArgs,
+        /// The address of the API, when `--url` is not given.
+        #[arg(
+            long = "http-addr",
+            env = "ORDO_HTTP_ADDR",
+            default_value = "127.0.0.1:8080"
+        )]
+        http_addr: SocketAddr,
         /// Write the figures as JSON to this file.
         #[arg(long)]
         json: Option<std::path::PathBuf>,

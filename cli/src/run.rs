@@ -46,7 +46,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Token { action } => {
             if matches!(action, crate::config::TokenAction::Generate) {
-                return crate::token::run(&api::auth::TokenStore::new(global.database_url.pool(1)?), action).await;
+                return crate::token::run(
+                    &api::auth::TokenStore::new(global.database_url.pool(1)?),
+                    action,
+                )
+                .await;
             }
             eventstore::migrations::migrate(&global.database_url).await?;
             let pool = global.database_url.pool(2)?;
@@ -201,13 +205,13 @@ async fn bench(global: &GlobalArgs, scenario: BenchScenario) -> anyhow::Result<(
             users,
             products,
             url,
-            http,
+            http_addr,
             json,
             drain,
             acked,
             token,
         } => {
-            let url = url.unwrap_or_else(|| format!("http://{}", http.http_addr));
+            let url = url.unwrap_or_else(|| format!("http://{http_addr}"));
             let settings = crate::bench::place_orders::Settings {
                 duration,
                 concurrency,

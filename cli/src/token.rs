@@ -81,7 +81,10 @@ fn print_table(out: &mut impl std::io::Write, tokens: &[Token]) -> std::io::Resu
             token.id,
             token.name.chars().take(20).collect::<String>(),
             token.scope_words().join(" "),
-            token.user_id.map(|u| u.to_string()).unwrap_or_else(|| "-".into()),
+            token
+                .user_id
+                .map(|u| u.to_string())
+                .unwrap_or_else(|| "-".into()),
             time(Some(token.created_at)),
             time(token.expires_at),
             time(token.revoked_at)

@@ -447,8 +447,11 @@ fn dockerignore_leaves_out_build_output_and_local_state() {
 fn the_bootstrap_token_is_a_secret_not_a_literal() {
     let compose = compose();
     let api = service(&compose, "api");
-    let file = env_value(api, "ORDO_BOOTSTRAP_TOKEN_FILE").expect("the API names its bootstrap token file");
-    let secret = file.strip_prefix("/run/secrets/").expect("a Compose secret");
+    let file = env_value(api, "ORDO_BOOTSTRAP_TOKEN_FILE")
+        .expect("the API names its bootstrap token file");
+    let secret = file
+        .strip_prefix("/run/secrets/")
+        .expect("a Compose secret");
     assert!(
         words(&api["secrets"]).iter().any(|s| s == secret),
         "the API is given the secret {secret}"
@@ -458,7 +461,8 @@ fn the_bootstrap_token_is_a_secret_not_a_literal() {
     let text = repo_file("docker-compose.yml");
     for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
         assert!(
-            api::auth::TokenSecret::parse(line.split_whitespace().last().unwrap_or_default()).is_none(),
+            api::auth::TokenSecret::parse(line.split_whitespace().last().unwrap_or_default())
+                .is_none(),
             "a token literal in docker-compose.yml: {line}"
         );
     }

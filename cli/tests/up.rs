@@ -23,8 +23,14 @@ fn http_get(addr: &str, path: &str) -> Option<String> {
 fn http_get_as(addr: &str, path: &str, token: Option<&str>) -> Option<String> {
     let mut stream = std::net::TcpStream::connect(addr).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    let authorization = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{authorization}\r\n").ok()?;
+    let authorization = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{authorization}\r\n"
+    )
+    .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     Some(response)
@@ -108,9 +114,15 @@ fn scripts_up_serves_health_and_ctrl_c_leaves_nothing_behind() {
         let _ = killpg(group, Signal::SIGKILL);
     }
     assert!(healthy, "GET /health never answered 200 on {addr}");
-    assert!(token.starts_with("ordo_"), "admin.token holds a token: {token:?}");
+    assert!(
+        token.starts_with("ordo_"),
+        "admin.token holds a token: {token:?}"
+    );
     assert_eq!(mode.ok(), Some(0o600), "admin.token is private");
-    assert!(with_token.contains(" 200 "), "the admin token works: {with_token}");
+    assert!(
+        with_token.contains(" 200 "),
+        "the admin token works: {with_token}"
+    );
     assert!(without.contains(" 401 "), "no token, no answer: {without}");
     assert!(status.is_some(), "scripts/up did not stop on Ctrl-C");
     assert_eq!(

@@ -274,7 +274,11 @@ impl System {
     pub async fn api(&self) -> Result<api::AppState, SystemError> {
         let (database, size) = (&self.settings.database_url, self.settings.api_connections);
         let reads = pools::API_READS.sized(size).pool(database)?;
-        let state = api::AppState::with_pools(pools::API.sized(size).pool(database)?, reads.clone(), self.nats.clone());
+        let state = api::AppState::with_pools(
+            pools::API.sized(size).pool(database)?,
+            reads.clone(),
+            self.nats.clone(),
+        );
         let state = match self.settings.admission_lag {
             0 => state,
             limit => state.with_admission(limit),
@@ -285,7 +289,9 @@ impl System {
             auth.trusted_proxies.clone(),
         ));
         if !auth.enabled {
-            tracing::warn!("authentication is off (ORDO_AUTH=off): anyone who reaches the API may do anything");
+            tracing::warn!(
+                "authentication is off (ORDO_AUTH=off): anyone who reaches the API may do anything"
+            );
             return Ok(state);
         }
         let tokens = api::auth::TokenStore::cached(reads, pools::LISTENER.url(database));
@@ -371,7 +377,10 @@ impl System {
 
 /// Creates the admin token whose secret `file` holds, unless an admin token
 /// exists already.
-async fn bootstrap(tokens: &api::auth::TokenStore, file: &std::path::Path) -> Result<(), SystemError> {
+async fn bootstrap(
+    tokens: &api::auth::TokenStore,
+    file: &std::path::Path,
+) -> Result<(), SystemError> {
     let text = std::fs::read_to_string(file).map_err(|e| {
         SystemError::Auth(format!("ORDO_BOOTSTRAP_TOKEN_FILE {}: {e}", file.display()))
     })?;
@@ -382,7 +391,9 @@ async fn bootstrap(tokens: &api::auth::TokenStore, file: &std::path::Path) -> Re
         Ok(true) => tracing::info!(id = %secret.id, "bootstrap admin token created"),
         Ok(false) => tracing::debug!("an admin token exists; bootstrap token not created"),
         Err(api::auth::tokens::CreateError::Store(e)) => return Err(e.into()),
-        Err(api::auth::tokens::CreateError::Rule(e)) => return Err(SystemError::Auth(e.to_string())),
+        Err(api::auth::tokens::CreateError::Rule(e)) => {
+            return Err(SystemError::Auth(e.to_string()))
+        }
     }
     Ok(())
 }

@@ -60,7 +60,9 @@ impl JwksSource {
         if let Some(rest) = text.strip_prefix("http://") {
             let host = rest.split(['/', ':']).next().unwrap_or_default();
             let loopback = host == "localhost"
-                || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+                || host
+                    .parse::<std::net::Ipv4Addr>()
+                    .is_ok_and(|ip| ip.is_loopback())
                 || rest.starts_with("[::1]");
             if !loopback {
                 return Err("ORDO_JWT_JWKS: keys are fetched over https (plain http only from a loopback address)".into());
@@ -124,7 +126,10 @@ impl JwtVerifier {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
-                .map_err(|e| JwksError { origin: "client".into(), detail: e.to_string() })?,
+                .map_err(|e| JwksError {
+                    origin: "client".into(),
+                    detail: e.to_string(),
+                })?,
             reads: Arc::default(),
         };
         let keys = verifier.read_keys().await?;
@@ -138,14 +143,17 @@ impl JwtVerifier {
     }
 
     async fn read_keys(&self) -> Result<Keys, JwksError> {
-        self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (source, text) = match &self.config.jwks {
             JwksSource::File(path) => (
                 path.display().to_string(),
-                tokio::fs::read_to_string(path).await.map_err(|e| JwksError {
-                    origin: path.display().to_string(),
-                    detail: e.to_string(),
-                }),
+                tokio::fs::read_to_string(path)
+                    .await
+                    .map_err(|e| JwksError {
+                        origin: path.display().to_string(),
+                        detail: e.to_string(),
+                    }),
             ),
             JwksSource::Url(url) => (url.clone(), self.fetch(url).await),
         };
@@ -178,8 +186,16 @@ impl JwtVerifier {
     }
 
     async fn fetch(&self, url: &str) -> Result<String, JwksError> {
-        let failed = |detail: String| JwksError { origin: url.to_owned(), detail };
-        let response = self.http.get(url).send().await.map_err(|e| failed(e.to_string()))?;
+        let failed = |detail: String| JwksError {
+            origin: url.to_owned(),
+            detail,
+        };
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
         if !response.status().is_success() {
             return Err(failed(format!("answered {}", response.status())));
         }
@@ -192,7 +208,8 @@ impl JwtVerifier {
     async fn key(&self, kid: Option<&str>, algorithm: Algorithm) -> Option<DecodingKey> {
         let mut keys = self.keys.lock().await;
         let age = keys.read_at.map(|at| at.elapsed());
-        let stale = matches!(self.config.jwks, JwksSource::Url(_)) && age.is_none_or(|a| a > REREAD_INTERVAL);
+        let stale = matches!(self.config.jwks, JwksSource::Url(_))
+            && age.is_none_or(|a| a > REREAD_INTERVAL);
         let known = find(&keys, kid, algorithm).is_some();
         if stale || (!known && age.is_none_or(|a| a >= REFETCH_INTERVAL)) {
             match self.read_keys().await {
@@ -210,7 +227,8 @@ impl JwtVerifier {
     /// The caller a JWT names, or why not.
     pub async fn verify(&self, token: &str) -> Result<Caller, Refusal> {
         let refused = |why: &str| Refusal::Jwt(why.to_owned());
-        let header = jsonwebtoken::decode_header(token).map_err(|_| refused("unreadable header"))?;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|_| refused("unreadable header"))?;
         if !ALGORITHMS.contains(&header.alg) {
             return Err(refused("algorithm not accepted"));
         }
@@ -227,7 +245,13 @@ impl JwtVerifier {
         let data = jsonwebtoken::decode::<Claims>(token, &key, &validation)
             .map_err(|e| Refusal::Jwt(format!("{:?}", e.kind())))?;
         let claims = data.claims;
-        let scopes = Scopes::known(claims.scope.as_deref().unwrap_or_default().split_whitespace());
+        let scopes = Scopes::known(
+            claims
+                .scope
+                .as_deref()
+                .unwrap_or_default()
+                .split_whitespace(),
+        );
         let user = claims
             .rest
             .get(&self.config.user_claim)
@@ -263,7 +287,9 @@ fn algorithm_of(jwk: &Jwk) -> Option<Algorithm> {
     let by_type = match &jwk.algorithm {
         AlgorithmParameters::RSA(_) => Algorithm::RS256,
         AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => Algorithm::ES256,
-        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => Algorithm::EdDSA,
+        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
+            Algorithm::EdDSA
+        }
         _ => return None,
     };
     match jwk.common.key_algorithm {
@@ -296,10 +322,22 @@ mod tests {
 
     #[test]
     fn key_sets_come_from_files_or_https() {
-        assert_eq!(JwksSource::parse("/etc/ordo/jwks.json"), Ok(JwksSource::File("/etc/ordo/jwks.json".into())));
-        assert!(matches!(JwksSource::parse("https://id.example/jwks"), Ok(JwksSource::Url(_))));
-        assert!(matches!(JwksSource::parse("http://127.0.0.1:9000/jwks"), Ok(JwksSource::Url(_))));
-        assert!(matches!(JwksSource::parse("http://localhost/jwks"), Ok(JwksSource::Url(_))));
+        assert_eq!(
+            JwksSource::parse("/etc/ordo/jwks.json"),
+            Ok(JwksSource::File("/etc/ordo/jwks.json".into()))
+        );
+        assert!(matches!(
+            JwksSource::parse("https://id.example/jwks"),
+            Ok(JwksSource::Url(_))
+        ));
+        assert!(matches!(
+            JwksSource::parse("http://127.0.0.1:9000/jwks"),
+            Ok(JwksSource::Url(_))
+        ));
+        assert!(matches!(
+            JwksSource::parse("http://localhost/jwks"),
+            Ok(JwksSource::Url(_))
+        ));
         assert!(JwksSource::parse("http://id.example/jwks").is_err());
         assert!(JwksSource::parse("http://127.0.0.1.evil.example/jwks").is_err());
         assert!(JwksSource::parse("ftp://id.example/jwks").is_err());

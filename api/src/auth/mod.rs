@@ -110,7 +110,11 @@ impl Caller {
     /// `Ok` when the request may see something belonging to `owner`
     /// (`None`: nobody, or it does not exist); otherwise `hidden`, which
     /// must be the very answer a missing thing gets.
-    pub fn may_see(&self, owner: Option<Uuid>, hidden: impl FnOnce() -> ApiError) -> Result<(), ApiError> {
+    pub fn may_see(
+        &self,
+        owner: Option<Uuid>,
+        hidden: impl FnOnce() -> ApiError,
+    ) -> Result<(), ApiError> {
         match self.confined {
             Some(user) if owner != Some(user) => Err(hidden()),
             _ => Ok(()),
@@ -133,11 +137,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<Caller>()
-            .cloned()
-            .ok_or_else(|| ApiError::Internal("a handler ran outside the authentication middleware".into()))
+        parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            ApiError::Internal("a handler ran outside the authentication middleware".into())
+        })
     }
 }
 
@@ -223,7 +225,9 @@ impl Auth {
             return Ok(Err(Refusal::Malformed));
         }
         match &checks.jwt {
-            Some(verifier) if credential.split('.').count() == 3 => Ok(verifier.verify(credential).await),
+            Some(verifier) if credential.split('.').count() == 3 => {
+                Ok(verifier.verify(credential).await)
+            }
             Some(_) => Ok(Err(Refusal::Malformed)),
             None if credential.split('.').count() == 3 => Ok(Err(Refusal::NoProvider)),
             None => Ok(Err(Refusal::Malformed)),
@@ -317,13 +321,16 @@ pub async fn authenticate(
 
 /// Lets `caller` through `requirement`, confining a customer to its user.
 fn admit(requirement: &Requirement, mut caller: Caller) -> Result<Caller, ApiError> {
-    let forbidden = || ApiError::Forbidden("this token's scopes do not allow this operation".into());
+    let forbidden =
+        || ApiError::Forbidden("this token's scopes do not allow this operation".into());
     if !requirement.allows(caller.scopes) {
         return Err(forbidden());
     }
     if let Requirement::AnyOf(any) = requirement {
         let as_staff = caller.scopes.contains(Scope::Admin)
-            || any.iter().any(|s| *s != Scope::Customer && caller.scopes.contains(*s));
+            || any
+                .iter()
+                .any(|s| *s != Scope::Customer && caller.scopes.contains(*s));
         if !as_staff {
             // In only as a customer: then bound to its user, or not at all.
             caller.confined = Some(caller.user.ok_or_else(forbidden)?);
@@ -350,7 +357,10 @@ mod tests {
     fn actors_are_written_as_the_envelope_carries_them() {
         let id = Uuid::nil();
         assert_eq!(Actor::Token(id).to_string(), format!("token:{id}"));
-        let jwt = Actor::Jwt { issuer: "https://id.example".into(), subject: "42".into() };
+        let jwt = Actor::Jwt {
+            issuer: "https://id.example".into(),
+            subject: "42".into(),
+        };
         assert_eq!(jwt.to_string(), "jwt:https://id.example#42");
     }
 
@@ -360,22 +370,47 @@ mod tests {
         let need = Requirement::AnyOf(vec![Scope::OrdersRead, Scope::Customer]);
         let admitted = admit(&need, caller(&[Scope::Customer], Some(user))).unwrap();
         assert_eq!(admitted.confined_to(), Some(user));
-        assert!(admitted.may_see(Some(user), || ApiError::NotFound("x".into())).is_ok());
+        assert!(admitted
+            .may_see(Some(user), || ApiError::NotFound("x".into()))
+            .is_ok());
         assert_eq!(
-            admitted.may_see(Some(Uuid::now_v7()), || ApiError::NotFound("x".into())).unwrap_err().status(),
+            admitted
+                .may_see(Some(Uuid::now_v7()), || ApiError::NotFound("x".into()))
+                .unwrap_err()
+                .status(),
             404
         );
-        assert_eq!(admitted.may_act_for(Uuid::now_v7()).unwrap_err().status(), 403);
-        let staff = admit(&need, caller(&[Scope::OrdersRead, Scope::Customer], Some(user))).unwrap();
+        assert_eq!(
+            admitted.may_act_for(Uuid::now_v7()).unwrap_err().status(),
+            403
+        );
+        let staff = admit(
+            &need,
+            caller(&[Scope::OrdersRead, Scope::Customer], Some(user)),
+        )
+        .unwrap();
         assert_eq!(staff.confined_to(), None);
-        assert!(admit(&need, caller(&[Scope::Admin], None)).unwrap().confined_to().is_none());
+        assert!(admit(&need, caller(&[Scope::Admin], None))
+            .unwrap()
+            .confined_to()
+            .is_none());
     }
 
     #[test]
     fn a_customer_without_a_user_or_a_scope_gets_nothing() {
         let need = Requirement::AnyOf(vec![Scope::OrdersRead, Scope::Customer]);
-        assert_eq!(admit(&need, caller(&[Scope::Customer], None)).unwrap_err().status(), 403);
-        assert_eq!(admit(&need, caller(&[Scope::OrdersFulfil], None)).unwrap_err().status(), 403);
+        assert_eq!(
+            admit(&need, caller(&[Scope::Customer], None))
+                .unwrap_err()
+                .status(),
+            403
+        );
+        assert_eq!(
+            admit(&need, caller(&[Scope::OrdersFulfil], None))
+                .unwrap_err()
+                .status(),
+            403
+        );
     }
 
     #[test]

@@ -41,7 +41,9 @@ impl Policy {
         let mut policy = Policy::default();
         let paths = document["paths"].as_object().cloned().unwrap_or_default();
         for (path, item) in paths {
-            let Some(item) = item.as_object() else { continue };
+            let Some(item) = item.as_object() else {
+                continue;
+            };
             for (method, operation) in item {
                 let Ok(method) = method.to_ascii_uppercase().parse::<Method>() else {
                     continue;
@@ -60,12 +62,16 @@ impl Policy {
                         }
                     },
                 };
-                policy.requirements.insert((method, path.clone()), requirement);
+                policy
+                    .requirements
+                    .insert((method, path.clone()), requirement);
             }
         }
         for (method, path) in PUBLIC_ROUTES {
             if let Ok(method) = method.parse() {
-                policy.requirements.insert((method, path.to_owned()), Requirement::Public);
+                policy
+                    .requirements
+                    .insert((method, path.to_owned()), Requirement::Public);
             }
         }
         policy
@@ -75,7 +81,11 @@ impl Policy {
     /// requires; a route the policy does not know is open to `admin` only.
     pub fn requirement(&self, method: &Method, template: &str) -> Requirement {
         // HEAD is answered by the GET route.
-        let method = if method == Method::HEAD { &Method::GET } else { method };
+        let method = if method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
         self.requirements
             .get(&(method.clone(), template.to_owned()))
             .cloned()
@@ -97,7 +107,9 @@ impl Policy {
         let mut all: Vec<_> = self
             .requirements
             .iter()
-            .map(|((method, path), requirement)| (method.clone(), path.clone(), requirement.clone()))
+            .map(|((method, path), requirement)| {
+                (method.clone(), path.clone(), requirement.clone())
+            })
             .collect();
         all.sort_by(|a, b| (&a.1, a.0.as_str()).cmp(&(&b.1, b.0.as_str())));
         all
@@ -128,7 +140,10 @@ fn read(alternatives: &[serde_json::Value], public_catalogue: bool) -> Result<Re
                     let word = one.as_str().unwrap_or_default();
                     scopes.push(word.parse::<Scope>().map_err(|e| e.to_string())?);
                 }
-                _ => return Err("one scope per alternative (scopes in one alternative would all be required)".into()),
+                _ => return Err(
+                    "one scope per alternative (scopes in one alternative would all be required)"
+                        .into(),
+                ),
             }
         }
     }
@@ -155,14 +170,24 @@ mod tests {
 
     #[test]
     fn security_arrays_read_as_requirements() {
-        assert_eq!(requirement(json!([{}]), false).unwrap(), Requirement::Public);
-        assert_eq!(requirement(json!([{}, {"bearer": []}]), true).unwrap(), Requirement::Public);
+        assert_eq!(
+            requirement(json!([{}]), false).unwrap(),
+            Requirement::Public
+        );
+        assert_eq!(
+            requirement(json!([{}, {"bearer": []}]), true).unwrap(),
+            Requirement::Public
+        );
         assert_eq!(
             requirement(json!([{}, {"bearer": []}]), false).unwrap(),
             Requirement::Authenticated
         );
         assert_eq!(
-            requirement(json!([{"bearer": ["orders:read"]}, {"bearer": ["customer"]}]), true).unwrap(),
+            requirement(
+                json!([{"bearer": ["orders:read"]}, {"bearer": ["customer"]}]),
+                true
+            )
+            .unwrap(),
             Requirement::AnyOf(vec![Scope::OrdersRead, Scope::Customer])
         );
         assert!(requirement(json!([{"bearer": ["orders:read", "ops"]}]), true).is_err());
@@ -175,7 +200,11 @@ mod tests {
     #[test]
     fn every_operation_declares_its_scopes() {
         let policy = Policy::from_document(&crate::openapi(), true);
-        assert_eq!(policy.undeclared(), [] as [String; 0], "operations without security");
+        assert_eq!(
+            policy.undeclared(),
+            [] as [String; 0],
+            "operations without security"
+        );
         assert_eq!(policy.invalid(), [] as [String; 0], "unreadable security");
         assert!(policy.operations().len() > 20);
     }

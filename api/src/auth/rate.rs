@@ -43,7 +43,9 @@ impl FromStr for RateSetting {
         number
             .parse::<NonZeroU32>()
             .map(RateSetting::PerSecond)
-            .map_err(|_| format!("{s:?} is no rate: write N/s (requests a second, N at least 1) or off"))
+            .map_err(|_| {
+                format!("{s:?} is no rate: write N/s (requests a second, N at least 1) or off")
+            })
     }
 }
 
@@ -100,7 +102,9 @@ impl RateLimits {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                let Some(limiter) = weak.upgrade() else { return };
+                let Some(limiter) = weak.upgrade() else {
+                    return;
+                };
                 limiter.retain_recent();
                 limiter.shrink_to_fit();
             }
@@ -162,7 +166,10 @@ pub fn parse_proxies(text: &str) -> Result<Vec<IpAddr>, String> {
     text.split(',')
         .map(str::trim)
         .filter(|a| !a.is_empty())
-        .map(|a| a.parse().map_err(|_| format!("ORDO_TRUSTED_PROXIES: {a:?} is not an IP address")))
+        .map(|a| {
+            a.parse()
+                .map_err(|_| format!("ORDO_TRUSTED_PROXIES: {a:?} is not an IP address"))
+        })
         .collect()
 }
 
@@ -173,8 +180,14 @@ mod tests {
 
     #[test]
     fn rates_read_as_written() {
-        assert_eq!("100/s".parse::<RateSetting>(), Ok(RateSetting::PerSecond(NonZeroU32::new(100).unwrap())));
-        assert_eq!("7".parse::<RateSetting>(), Ok(RateSetting::PerSecond(NonZeroU32::new(7).unwrap())));
+        assert_eq!(
+            "100/s".parse::<RateSetting>(),
+            Ok(RateSetting::PerSecond(NonZeroU32::new(100).unwrap()))
+        );
+        assert_eq!(
+            "7".parse::<RateSetting>(),
+            Ok(RateSetting::PerSecond(NonZeroU32::new(7).unwrap()))
+        );
         assert_eq!("OFF".parse::<RateSetting>(), Ok(RateSetting::Off));
         assert!("0/s".parse::<RateSetting>().is_err());
         assert!("fast".parse::<RateSetting>().is_err());
@@ -202,8 +215,14 @@ mod tests {
         let peer = Some(SocketAddr::new(proxy, 4000));
         let direct = Some(SocketAddr::new("198.51.100.9".parse().unwrap(), 4000));
         let trusting = RateLimits::new(RateSetting::Off, vec![proxy]);
-        assert_eq!(trusting.client_address(peer, &headers), Some("203.0.113.7".parse().unwrap()));
-        assert_eq!(trusting.client_address(direct, &headers), Some("198.51.100.9".parse().unwrap()));
+        assert_eq!(
+            trusting.client_address(peer, &headers),
+            Some("203.0.113.7".parse().unwrap())
+        );
+        assert_eq!(
+            trusting.client_address(direct, &headers),
+            Some("198.51.100.9".parse().unwrap())
+        );
         let trusting_none = RateLimits::new(RateSetting::Off, Vec::new());
         assert_eq!(trusting_none.client_address(peer, &headers), Some(proxy));
         assert!(parse_proxies("10.0.0.1, ::1").is_ok());

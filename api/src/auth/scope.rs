@@ -219,9 +219,15 @@ mod tests {
         assert!(scopes.contains(Scope::OrdersRead));
         assert!(scopes.contains(Scope::Ops));
         assert!(!scopes.contains(Scope::Admin));
-        assert_eq!(scopes.iter().collect::<Vec<_>>(), [Scope::OrdersRead, Scope::Ops]);
+        assert_eq!(
+            scopes.iter().collect::<Vec<_>>(),
+            [Scope::OrdersRead, Scope::Ops]
+        );
         assert!(Scopes::parse(["ops", "root"]).is_err());
-        assert_eq!(Scopes::known(["ops", "openid", "profile"]), Scopes::NONE.with(Scope::Ops));
+        assert_eq!(
+            Scopes::known(["ops", "openid", "profile"]),
+            Scopes::NONE.with(Scope::Ops)
+        );
     }
 
     #[test]

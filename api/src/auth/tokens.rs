@@ -126,7 +126,9 @@ impl NewToken {
             return Err(TokenRuleError::BadName);
         }
         if let Some(lifetime) = self.expires_in {
-            if lifetime < Duration::from_secs(1) || lifetime > Duration::from_secs(100 * 366 * 86_400) {
+            if lifetime < Duration::from_secs(1)
+                || lifetime > Duration::from_secs(100 * 366 * 86_400)
+            {
                 return Err(TokenRuleError::BadLifetime);
             }
         }
@@ -224,13 +226,20 @@ impl TokenStore {
     }
 
     /// Makes a token with a secret chosen elsewhere.
-    pub async fn create_with(&self, secret: &TokenSecret, new: &NewToken) -> Result<Token, CreateError> {
+    pub async fn create_with(
+        &self,
+        secret: &TokenSecret,
+        new: &NewToken,
+    ) -> Result<Token, CreateError> {
         new.check()?;
         let client = self.pool.get().await?;
         if let Some(user) = new.user_id {
             let stream = format!("user-{user}");
             let found = client
-                .query_opt("select 1 from events where stream_id = $1 and version = 1", &[&stream])
+                .query_opt(
+                    "select 1 from events where stream_id = $1 and version = 1",
+                    &[&stream],
+                )
                 .await?;
             if found.is_none() {
                 return Err(TokenRuleError::UnknownUser(user).into());
@@ -255,7 +264,10 @@ impl TokenStore {
     pub async fn list(&self) -> Result<Vec<Token>, StoreError> {
         let client = self.pool.get().await?;
         let rows = client
-            .query(&format!("select {COLUMNS} from api.tokens order by created_at desc, id desc"), &[])
+            .query(
+                &format!("select {COLUMNS} from api.tokens order by created_at desc, id desc"),
+                &[],
+            )
             .await?;
         rows.iter().map(|row| Ok(token_from_row(row)?.0)).collect()
     }
@@ -264,7 +276,10 @@ impl TokenStore {
     pub async fn get(&self, id: Uuid) -> Result<Option<Token>, StoreError> {
         let client = self.pool.get().await?;
         let row = client
-            .query_opt(&format!("select {COLUMNS} from api.tokens where id = $1"), &[&id])
+            .query_opt(
+                &format!("select {COLUMNS} from api.tokens where id = $1"),
+                &[&id],
+            )
             .await?;
         row.map(|row| Ok(token_from_row(&row)?.0)).transpose()
     }
@@ -303,8 +318,11 @@ impl TokenStore {
     pub async fn bootstrap(&self, secret: &TokenSecret) -> Result<bool, CreateError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        tx.execute("select pg_advisory_xact_lock(hashtext('ordo bootstrap token'))", &[])
-            .await?;
+        tx.execute(
+            "select pg_advisory_xact_lock(hashtext('ordo bootstrap token'))",
+            &[],
+        )
+        .await?;
         let exists: bool = tx
             .query_one(
                 "select exists (select 1 from api.tokens where 'admin' = any(scopes)
@@ -328,14 +346,20 @@ impl TokenStore {
     }
 
     /// The token `presented` is, if it is a working one.
-    pub async fn verify(&self, presented: &TokenSecret) -> Result<Result<Token, Refusal>, StoreError> {
+    pub async fn verify(
+        &self,
+        presented: &TokenSecret,
+    ) -> Result<Result<Token, Refusal>, StoreError> {
         let (token, hash) = match self.cached_entry(presented.id) {
             Some(entry) => entry,
             None => {
                 let generation = self.generation();
                 let client = self.pool.get().await?;
                 let row = client
-                    .query_opt(&format!("select {COLUMNS} from api.tokens where id = $1"), &[&presented.id])
+                    .query_opt(
+                        &format!("select {COLUMNS} from api.tokens where id = $1"),
+                        &[&presented.id],
+                    )
                     .await?;
                 let Some(row) = row else {
                     return Ok(Err(Refusal::Unknown));
@@ -362,7 +386,9 @@ impl TokenStore {
     /// The listener's count of changes, when it is listening.
     fn generation(&self) -> Option<u64> {
         let changes = self.changes.as_ref()?;
-        changes.is_listening().then(|| *changes.subscribe().borrow())
+        changes
+            .is_listening()
+            .then(|| *changes.subscribe().borrow())
     }
 
     fn cached_entry(&self, id: Uuid) -> Option<(Token, Vec<u8>)> {
@@ -415,8 +441,14 @@ mod tests {
     fn tokens_obey_their_rules() {
         let user = Some(Uuid::now_v7());
         assert_eq!(new(&[], None).check(), Err(TokenRuleError::NoScope));
-        assert_eq!(new(&[Scope::Customer], None).check(), Err(TokenRuleError::CustomerWithoutUser));
-        assert_eq!(new(&[Scope::Ops], user).check(), Err(TokenRuleError::UserWithoutCustomer));
+        assert_eq!(
+            new(&[Scope::Customer], None).check(),
+            Err(TokenRuleError::CustomerWithoutUser)
+        );
+        assert_eq!(
+            new(&[Scope::Ops], user).check(),
+            Err(TokenRuleError::UserWithoutCustomer)
+        );
         assert_eq!(
             new(&[Scope::Customer, Scope::OrdersRead], user).check(),
             Err(TokenRuleError::CustomerMixed)

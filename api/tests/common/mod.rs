@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
+use api::auth::tokens::NewToken;
+use api::auth::Scope;
 use projectors::Projection;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 use test_support::shop::{spawn_relay, RunningRelay, Shop};
-use api::auth::tokens::NewToken;
-use api::auth::Scope;
 use test_support::{Running, TestEnv};
 
 pub struct Answer {
@@ -133,7 +133,10 @@ impl Api {
     /// through the API as the admin; its secret.
     pub async fn token(&self, scopes: &[&str], user: Option<&str>) -> String {
         let answer = self
-            .post("/tokens", serde_json::json!({ "scopes": scopes, "user_id": user, "name": "test" }))
+            .post(
+                "/tokens",
+                serde_json::json!({ "scopes": scopes, "user_id": user, "name": "test" }),
+            )
             .await;
         assert_eq!(answer.status, 201, "{answer:?}");
         answer.body["token"].as_str().unwrap().to_owned()

@@ -510,7 +510,10 @@ async fn client(shared: Arc<Shared>, duration: Duration, seed: u64) {
             "lines": lines.iter().map(|(p, q)| json!({ "product_id": p, "quantity": q })).collect::<Vec<_>>(),
         });
         let started = Instant::now();
-        let mut request = shared.http.post(format!("{}/orders", shared.base)).json(&body);
+        let mut request = shared
+            .http
+            .post(format!("{}/orders", shared.base))
+            .json(&body);
         if let Some(token) = &shared.customer_tokens[which] {
             request = request.bearer_auth(token);
         }
