@@ -75,7 +75,6 @@ use crate::error::ApiError;
         error::responses::Forbidden,
         error::responses::TooManyRequests
     )),
-    modifiers(&SecurityAddon),
     tags(
         (name = "users"), (name = "products"), (name = "orders"),
         (name = "events", description = "The event log"),
@@ -151,7 +150,7 @@ impl utoipa::Modify for SecurityAddon {
 
 /// Every route, and the OpenAPI document describing them.
 pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(users::router())
         .merge(products::router())
         .merge(orders::router())
@@ -159,7 +158,10 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(sagas::router())
         .merge(health::router())
         .merge(tokens::router())
-        .split_for_parts()
+        .split_for_parts();
+    // After the routes are merged: it adds to every operation.
+    utoipa::Modify::modify(&SecurityAddon, &mut api);
+    (router, api)
 }
 
 /// The OpenAPI document alone.
@@ -280,6 +282,32 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+
+    /// The document declares the bearer scheme, and every operation the
+    /// answers of the authentication middleware: 401 and 403 where a token
+    /// is needed, 429 everywhere.
+    #[test]
+    fn every_operation_documents_the_answers_of_authentication() {
+        let spec = super::document(&super::openapi());
+        assert_eq!(spec["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+        let mut checked = 0;
+        for (path, item) in spec["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                let responses = &operation["responses"];
+                let public = operation["security"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|a| a.as_object().unwrap().is_empty());
+                for status in ["401", "403"] {
+                    assert_eq!(!responses[status].is_null(), !public, "{method} {path} {status}");
+                }
+                assert!(!responses["429"].is_null(), "{method} {path} 429");
+                checked += 1;
+            }
+        }
+        assert!(checked > 20);
+    }
 
     /// Position-token parameters must say what `reads` parses: each names
     /// `reads::PositionToken` as its type, and none may spell a pattern of
