@@ -289,7 +289,10 @@ mod tests {
     #[test]
     fn every_operation_documents_the_answers_of_authentication() {
         let spec = super::document(&super::openapi());
-        assert_eq!(spec["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+        assert_eq!(
+            spec["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
         let mut checked = 0;
         for (path, item) in spec["paths"].as_object().unwrap() {
             for (method, operation) in item.as_object().unwrap() {
@@ -300,7 +303,11 @@ mod tests {
                     .iter()
                     .any(|a| a.as_object().unwrap().is_empty());
                 for status in ["401", "403"] {
-                    assert_eq!(!responses[status].is_null(), !public, "{method} {path} {status}");
+                    assert_eq!(
+                        !responses[status].is_null(),
+                        !public,
+                        "{method} {path} {status}"
+                    );
                 }
                 assert!(!responses["429"].is_null(), "{method} {path} 429");
                 checked += 1;

@@ -12,9 +12,9 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::tokens::{CreateError, NewToken, Token, TokenRuleError};
-use crate::auth::{Caller, Scopes, TokenStore};
+use crate::auth::{Actor, Caller, Scopes, TokenStore};
 use crate::error::responses::{
-    BadRequest, NotFound, PayloadTooLarge, Unavailable, UnsupportedMediaType, Validation,
+    BadRequest, Conflict, NotFound, PayloadTooLarge, Unavailable, UnsupportedMediaType, Validation,
 };
 use crate::error::ApiError;
 use crate::extract::{optional_uuid_field, Body, IdParam, IdPath, JsonInput};
@@ -143,11 +143,19 @@ async fn list_tokens(State(state): State<AppState>) -> Result<Json<TokenList>, A
     security(("bearer" = ["admin"])), params(IdParam),
     responses((status = 200, description = "Revoked (again: unchanged); refused by every process within 2 s", body = Token),
         (status = 400, response = BadRequest), (status = 404, response = NotFound),
-        (status = 503, response = Unavailable)))]
+        (status = 409, response = Conflict), (status = 503, response = Unavailable)))]
 async fn revoke_token(
     State(state): State<AppState>,
+    caller: Caller,
     IdPath(id): IdPath,
 ) -> Result<Json<Token>, ApiError> {
+    // An admin locking itself out by a slip is worse than one more step.
+    if caller.actor == Actor::Token(id) {
+        return Err(ApiError::InvalidTransition(
+            "a token cannot revoke itself over HTTP; use another admin token, or `ordo token revoke`"
+                .into(),
+        ));
+    }
     store(&state)
         .revoke(id)
         .await?

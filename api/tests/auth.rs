@@ -219,6 +219,12 @@ async fn every_operation_answers_every_caller_as_its_declared_scopes_say() {
     };
     let revoked = api.token(&["admin"], None).await;
     let revoked_id = api::auth::TokenSecret::parse(&revoked).unwrap().id;
+    // Not by itself: an admin does not lock itself out by a slip.
+    let itself = api
+        .client(Some(&revoked))
+        .delete(&format!("/tokens/{revoked_id}"))
+        .await;
+    common::assert_problem(&itself, 409, "invalid_transition");
     assert_eq!(
         api.delete(&format!("/tokens/{revoked_id}")).await.status,
         200
