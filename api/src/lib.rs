@@ -36,6 +36,7 @@ pub mod orders;
 pub mod products;
 pub mod reads;
 pub mod sagas;
+pub mod serve;
 pub mod state;
 pub mod tokens;
 pub mod users;
@@ -263,20 +264,32 @@ async fn docs() -> impl IntoResponse {
 }
 
 /// Serves [`app`] on `listener` until `shutdown` is cancelled, then lets
-/// requests in flight finish.
+/// requests in flight finish; connections within the default
+/// [`serve::ConnectionLimits`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, "HTTP API listening");
-    axum::serve(
+    serve_with(
         listener,
-        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        state,
+        serve::ConnectionLimits::default(),
+        shutdown,
     )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
     .await
+}
+
+/// [`serve`] within `limits`.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    limits: serve::ConnectionLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, max_connections = limits.max_connections, "HTTP API listening");
+    serve::serve_app(listener, app(state), limits, shutdown).await
 }
 
 #[cfg(test)]

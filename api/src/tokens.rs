@@ -40,14 +40,61 @@ pub struct CreateToken {
     /// A label for people (at most 200 characters).
     #[serde(default)]
     pub name: Option<String>,
-    /// How long it works: a duration like `30d`, `12h`, `90s`, or a number
-    /// of seconds. Absent: until revoked.
+    /// How long it works: a number and a unit (`s`, `m`, `h`, `d`, `w`),
+    /// like `30d` or `12h`, or a number of seconds; at most 100 years.
+    /// Absent or null: until revoked.
     #[serde(default, deserialize_with = "lifetime")]
-    #[schema(value_type = Option<String>, example = "30d")]
+    #[schema(schema_with = lifetime_schema)]
     pub expires_in: Option<std::time::Duration>,
 }
 
 impl JsonInput for CreateToken {}
+
+/// The pattern of a lifetime written as text.
+const LIFETIME_PATTERN: &str = "^[1-9][0-9]{0,9}[smhdw]$";
+
+/// The longest lifetime, in seconds (100 years).
+const MAX_LIFETIME_SECS: u64 = 3_155_760_000;
+
+fn lifetime_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(LIFETIME_PATTERN))
+                .examples(["30d"]),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(1))
+                .maximum(Some(MAX_LIFETIME_SECS as f64)),
+        )
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .into()
+}
+
+/// A lifetime as text: digits and one unit (`s`, `m`, `h`, `d`, `w`).
+fn parse_lifetime(text: &str) -> Option<std::time::Duration> {
+    let unit = text.chars().last()?;
+    let digits = &text[..text.len() - unit.len_utf8()];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let number: u64 = digits.parse().ok()?;
+    let seconds = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        'w' => 604_800,
+        _ => return None,
+    };
+    number
+        .checked_mul(seconds)
+        .map(std::time::Duration::from_secs)
+}
 
 fn lifetime<'de, D: Deserializer<'de>>(
     deserializer: D,
@@ -61,9 +108,12 @@ fn lifetime<'de, D: Deserializer<'de>>(
     match Option::<Lifetime>::deserialize(deserializer)? {
         None => Ok(None),
         Some(Lifetime::Seconds(s)) => Ok(Some(std::time::Duration::from_secs(s))),
-        Some(Lifetime::Text(text)) => humantime::parse_duration(&text)
-            .map(Some)
-            .map_err(|e| serde::de::Error::custom(format!("expires_in {text:?}: {e}"))),
+        Some(Lifetime::Text(text)) => parse_lifetime(&text).map(Some).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "expires_in {:?} is not a lifetime like 30d, 12h or 90s",
+                text.chars().take(40).collect::<String>()
+            ))
+        }),
     }
 }
 
@@ -166,5 +216,49 @@ async fn revoke_token(
 impl From<TokenRuleError> for ApiError {
     fn from(e: TokenRuleError) -> Self {
         ApiError::Validation(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// What the pattern admits is what the parser reads, and the other way
+    /// round, for lifetimes from 1 second to the schema's maximum.
+    #[test]
+    fn lifetimes_read_as_their_pattern_says() {
+        let pattern = regex::Regex::new(LIFETIME_PATTERN).unwrap();
+        for (text, seconds) in [
+            ("90s", 90),
+            ("15m", 900),
+            ("12h", 43_200),
+            ("30d", 2_592_000),
+            ("2w", 1_209_600),
+        ] {
+            assert!(pattern.is_match(text), "{text}");
+            assert_eq!(
+                parse_lifetime(text),
+                Some(std::time::Duration::from_secs(seconds)),
+                "{text}"
+            );
+        }
+        for text in [
+            "",
+            "30",
+            "d",
+            "0d",
+            "30y",
+            "3 d",
+            "-1d",
+            "+1d",
+            "1.5h",
+            "99999999999w",
+        ] {
+            assert!(!pattern.is_match(text), "{text}");
+        }
+        for text in ["", "30", "d", "30y", "3 d", "-1d", "+1d", "1.5h"] {
+            assert_eq!(parse_lifetime(text), None, "{text}");
+        }
     }
 }

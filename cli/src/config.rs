@@ -114,6 +114,12 @@ pub struct HttpArgs {
         default_value_t = 300
     )]
     pub admission_lag: u64,
+    /// Open HTTP connections at most; beyond, new ones wait until one
+    /// closes. A connection without a complete request head within 10 s,
+    /// or idle for 60 s after its last answer, is closed.
+    #[arg(long = "max-connections", env = "ORDO_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
     /// Who may call the API, and how often.
     #[command(flatten)]
     pub auth: AuthArgs,

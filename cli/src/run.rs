@@ -99,6 +99,7 @@ fn settings(global: &GlobalArgs, http: Option<&HttpArgs>, saga: Option<&SagaArgs
     if let Some(http) = http {
         settings.api_connections = usize::from(http.api_connections);
         settings.admission_lag = http.admission_lag;
+        settings.max_connections = http.max_connections as usize;
         let auth = &http.auth;
         settings.auth = system::AuthSettings {
             enabled: auth.auth == crate::config::Switch::On,

@@ -49,6 +49,8 @@ pub struct Settings {
     pub admission_lag: u64,
     /// Who may call the API, and how often.
     pub auth: AuthSettings,
+    /// Open HTTP connections at most (`ORDO_MAX_CONNECTIONS`).
+    pub max_connections: usize,
 }
 
 /// How the API checks its callers.
@@ -103,6 +105,7 @@ impl Settings {
             api_connections: 4,
             admission_lag: 300,
             auth: AuthSettings::default(),
+            max_connections: 10_000,
         }
     }
 }
@@ -353,8 +356,12 @@ impl System {
         listener: tokio::net::TcpListener,
     ) {
         let shutdown = roles.shutdown();
+        let limits = api::serve::ConnectionLimits {
+            max_connections: self.settings.max_connections,
+            ..api::serve::ConnectionLimits::default()
+        };
         roles.spawn("api", async move {
-            Ok(api::serve(listener, state, shutdown).await?)
+            Ok(api::serve_with(listener, state, limits, shutdown).await?)
         });
     }
 

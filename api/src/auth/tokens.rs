@@ -43,7 +43,9 @@ pub struct Token {
     #[serde(serialize_with = "scope_words")]
     #[schema(value_type = Vec<String>, example = json!(["orders:read"]))]
     pub scopes: Scopes,
-    /// The user a `customer` token is bound to.
+    /// The user a `customer` token is bound to (absent for staff tokens).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
     pub user_id: Option<Uuid>,
     /// When it was made.
     pub created_at: DateTime<Utc>,
