@@ -102,12 +102,22 @@ fn lifetime<'de, D: Deserializer<'de>>(
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Lifetime {
-        Seconds(u64),
+        Seconds(serde_json::Number),
         Text(String),
     }
     match Option::<Lifetime>::deserialize(deserializer)? {
         None => Ok(None),
-        Some(Lifetime::Seconds(s)) => Ok(Some(std::time::Duration::from_secs(s))),
+        // A whole number of seconds, however it is written (`612.0` is an
+        // integer to JSON Schema); the rules then bound it.
+        Some(Lifetime::Seconds(n)) => match (n.as_u64(), n.as_f64()) {
+            (Some(s), _) => Ok(Some(std::time::Duration::from_secs(s))),
+            (None, Some(f)) if f.fract() == 0.0 && f >= 0.0 && f <= MAX_LIFETIME_SECS as f64 => {
+                Ok(Some(std::time::Duration::from_secs(f as u64)))
+            }
+            _ => Err(serde::de::Error::custom(format!(
+                "expires_in {n} is not a whole number of seconds from 1 to {MAX_LIFETIME_SECS}"
+            ))),
+        },
         Some(Lifetime::Text(text)) => parse_lifetime(&text).map(Some).ok_or_else(|| {
             serde::de::Error::custom(format!(
                 "expires_in {:?} is not a lifetime like 30d, 12h or 90s",
@@ -260,5 +270,22 @@ mod tests {
         for text in ["", "30", "d", "30y", "3 d", "-1d", "+1d", "1.5h"] {
             assert_eq!(parse_lifetime(text), None, "{text}");
         }
+    }
+
+    #[test]
+    fn whole_seconds_read_however_written() {
+        let read = |body: &str| serde_json::from_str::<CreateToken>(body).map(|t| t.expires_in);
+        let body = |v: &str| format!(r#"{{"scopes":["ops"],"expires_in":{v}}}"#);
+        assert_eq!(
+            read(&body("612")).unwrap(),
+            Some(std::time::Duration::from_secs(612))
+        );
+        assert_eq!(
+            read(&body("612.0")).unwrap(),
+            Some(std::time::Duration::from_secs(612))
+        );
+        assert_eq!(read(&body("null")).unwrap(), None);
+        assert!(read(&body("1.5")).is_err());
+        assert!(read(&body("-3")).is_err());
     }
 }
