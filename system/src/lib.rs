@@ -301,6 +301,12 @@ impl System {
         if let Some(file) = &auth.bootstrap_token_file {
             bootstrap(&tokens, file).await?;
         }
+        if !tokens.admin_exists().await.unwrap_or(true) {
+            tracing::warn!(
+                "no admin token exists: every request but the public ones will be refused; \
+                 make one with `ordo token create --scope admin`, or set ORDO_BOOTSTRAP_TOKEN_FILE"
+            );
+        }
         let jwt = match &auth.jwt {
             Some(config) => Some(
                 api::auth::jwt::JwtVerifier::new(config.clone())
