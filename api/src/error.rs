@@ -155,8 +155,9 @@ pub mod responses {
 
     /// An email or SKU already taken (`duplicate`), not allowed in the
     /// current state (`invalid_transition`), changed concurrently
-    /// (`conflict`), or an `Idempotency-Key` reused for a different request
-    /// (`idempotency_mismatch`).
+    /// (`conflict`), an `Idempotency-Key` reused for a different request
+    /// (`idempotency_mismatch`), or a user holding the most unpaid orders
+    /// allowed (`too_many_unpaid_orders`).
     #[derive(Debug, utoipa::ToResponse)]
     #[response(content_type = "application/problem+json")]
     pub struct Conflict(#[allow(dead_code)] Problem);
@@ -345,6 +346,7 @@ impl ApiError {
             ErrorKind::NotFound => ApiError::NotFound(detail),
             ErrorKind::Duplicate => ApiError::Duplicate(detail),
             ErrorKind::InvalidTransition => ApiError::InvalidTransition(detail),
+            ErrorKind::LimitReached => ApiError::TooManyUnpaid(detail),
         }
     }
 }

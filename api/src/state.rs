@@ -73,6 +73,13 @@ impl AppState {
         }
     }
 
+    /// Orders are placed only while their user holds fewer than `cap`
+    /// unpaid ones (`None`: no limit).
+    pub fn with_unpaid_cap(mut self, cap: Option<u32>) -> AppState {
+        self.executor = self.executor.with_unpaid_cap(cap);
+        self
+    }
+
     /// Callers are checked by `auth`.
     pub fn with_auth(mut self, auth: crate::auth::Auth) -> AppState {
         self.auth = auth;

@@ -624,3 +624,57 @@ async fn every_event_names_its_actor_and_the_log_filters_on_it() {
         );
     }
 }
+
+/// A customer capped at 20 unpaid orders placing 21 at once gets exactly 20
+/// placed; paying or cancelling one frees its place.
+#[tokio::test]
+async fn twenty_one_concurrent_orders_under_a_cap_of_twenty_place_exactly_twenty() {
+    let api = Api::start_custom(true, |s| s.max_unpaid_orders = Some(20)).await;
+    let user = api.user("Capped").await.id();
+    let product = api.product(1_000_000, "1.00").await.id();
+    let customer = api.client(Some(&api.token(&["customer"], Some(&user)).await));
+    let body = json!({ "user_id": user, "lines": [{ "product_id": product, "quantity": 1 }] });
+    let answers =
+        futures::future::join_all((0..21).map(|_| customer.post("/orders", body.clone()))).await;
+    let placed: Vec<&Answer> = answers.iter().filter(|a| a.status == 202).collect();
+    let refused: Vec<&Answer> = answers.iter().filter(|a| a.status != 202).collect();
+    assert_eq!((placed.len(), refused.len()), (20, 1), "{answers:?}");
+    common::assert_problem(refused[0], 409, "too_many_unpaid_orders");
+    // Still full.
+    common::assert_problem(
+        &customer.post("/orders", body.clone()).await,
+        409,
+        "too_many_unpaid_orders",
+    );
+
+    // Paid: its place is free again.
+    let first = placed[0].id();
+    let settled = api.settled_order(&first).await;
+    assert_eq!(settled.body["status"], "confirmed", "{settled:?}");
+    let paid = customer
+        .post(&format!("/orders/{first}/pay"), json!({ "amount": "1.00" }))
+        .await;
+    assert_eq!(paid.status, 200, "{paid:?}");
+    let again = customer.post("/orders", body.clone()).await;
+    assert_eq!(again.status, 202, "{again:?}");
+    common::assert_problem(
+        &customer.post("/orders", body.clone()).await,
+        409,
+        "too_many_unpaid_orders",
+    );
+
+    // Cancelled: the same.
+    let second = placed[1].id();
+    assert_eq!(api.settled_order(&second).await.body["status"], "confirmed");
+    let cancelled = customer
+        .post(&format!("/orders/{second}/cancel"), json!({}))
+        .await;
+    assert_eq!(cancelled.status, 200, "{cancelled:?}");
+    assert_eq!(customer.post("/orders", body.clone()).await.status, 202);
+
+    // Another user is not held back by this one's orders.
+    let other = api.user("Other").await.id();
+    let other_body =
+        json!({ "user_id": other, "lines": [{ "product_id": product, "quantity": 1 }] });
+    assert_eq!(api.post("/orders", other_body).await.status, 202);
+}

@@ -120,6 +120,11 @@ pub struct HttpArgs {
     #[arg(long = "max-connections", env = "ORDO_MAX_CONNECTIONS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,
+    /// Orders one user may hold placed and not yet paid, cancelled or
+    /// rejected; one more is 409 `too_many_unpaid_orders`. `off`: no limit.
+    #[arg(long = "max-unpaid-orders", env = "ORDO_MAX_UNPAID_ORDERS", default_value = "20",
+          value_parser = parse_cap)]
+    pub max_unpaid_orders: Cap,
     /// Who may call the API, and how often.
     #[command(flatten)]
     pub auth: AuthArgs,
@@ -173,6 +178,20 @@ pub struct AuthArgs {
         default_value = "ordo_user_id"
     )]
     pub jwt_user_claim: String,
+}
+
+/// A limit, or none (`off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cap(pub Option<u32>);
+
+fn parse_cap(s: &str) -> Result<Cap, String> {
+    if s.trim().eq_ignore_ascii_case("off") {
+        return Ok(Cap(None));
+    }
+    match s.trim().parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(Cap(Some(n))),
+        _ => Err(format!("{s:?}: a whole number from 1, or off")),
+    }
 }
 
 /// `on` or `off`.

@@ -100,6 +100,7 @@ fn settings(global: &GlobalArgs, http: Option<&HttpArgs>, saga: Option<&SagaArgs
         settings.api_connections = usize::from(http.api_connections);
         settings.admission_lag = http.admission_lag;
         settings.max_connections = http.max_connections as usize;
+        settings.max_unpaid_orders = http.max_unpaid_orders.0;
         let auth = &http.auth;
         settings.auth = system::AuthSettings {
             enabled: auth.auth == crate::config::Switch::On,

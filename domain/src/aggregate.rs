@@ -42,6 +42,16 @@ pub trait Aggregate {
     fn decide(state: &Self::State, command: Self::Command)
         -> Result<Vec<Self::Event>, Self::Error>;
 
+    /// Unique values `event` takes or releases, appended in `state` (the
+    /// state just before it): by default the event's own
+    /// [`DomainEvent::unique_claims`]; an aggregate whose releases depend on
+    /// its state (an order gives back its user's unpaid-order slot) says so
+    /// here.
+    fn claims(state: &Self::State, event: &Self::Event) -> Vec<crate::event::UniqueClaim> {
+        let _ = state;
+        event.unique_claims()
+    }
+
     /// Applies one event. Never fails: events are facts. An event that makes no
     /// sense in `state` (which `decide` never produces) leaves it unchanged
     /// rather than panicking, so a corrupted stream cannot crash a reader.
@@ -71,6 +81,8 @@ pub enum ErrorKind {
     Duplicate,
     /// The aggregate's current state does not allow the command (409).
     InvalidTransition,
+    /// A limit on how many of something one may hold is reached (409).
+    LimitReached,
 }
 
 impl ErrorKind {
@@ -81,6 +93,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "not_found",
             ErrorKind::Duplicate => "duplicate",
             ErrorKind::InvalidTransition => "invalid_transition",
+            ErrorKind::LimitReached => "too_many_unpaid_orders",
         }
     }
 }

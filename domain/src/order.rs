@@ -420,6 +420,13 @@ pub enum OrderError {
     /// A line's product does not exist.
     #[error("product {0} not found")]
     UnknownProduct(ProductId),
+    /// The user already has as many orders placed and not yet paid,
+    /// cancelled or rejected as allowed.
+    #[error("the user already has {cap} unpaid orders; pay or cancel one first")]
+    TooManyUnpaid {
+        /// The most allowed.
+        cap: u32,
+    },
 }
 
 impl ErrorKindOf for OrderError {
@@ -428,6 +435,7 @@ impl ErrorKindOf for OrderError {
             OrderError::AlreadyPlaced => ErrorKind::Duplicate,
             OrderError::NotFound => ErrorKind::NotFound,
             OrderError::InvalidTransition { .. } => ErrorKind::InvalidTransition,
+            OrderError::TooManyUnpaid { .. } => ErrorKind::LimitReached,
             OrderError::NoLines
             | OrderError::TooManyLines { .. }
             | OrderError::DuplicateProduct(_)
@@ -492,11 +500,34 @@ pub fn place_order(
     })
 }
 
+/// The claims an order event takes or releases in `state`: an order that
+/// stops being unpaid (paid, cancelled, rejected) gives back the slot of its
+/// user's unpaid orders it holds, if it holds one (see
+/// [`ClaimKind::UnpaidOrder`]; the slot is taken when the order is placed).
+pub fn order_claims(state: &OrderState, event: &OrderEvent) -> Vec<crate::event::UniqueClaim> {
+    let ends_unpaid = matches!(
+        event,
+        OrderEvent::OrderPaid { .. }
+            | OrderEvent::OrderCancelled { .. }
+            | OrderEvent::OrderRejected { .. }
+    );
+    match (ends_unpaid, state.order()) {
+        (true, Some(order)) => vec![crate::event::UniqueClaim::release_any(
+            crate::event::ClaimKind::UnpaidOrder(order.user_id),
+        )],
+        _ => crate::event::DomainEvent::unique_claims(event),
+    }
+}
+
 impl Aggregate for Order {
     type State = OrderState;
     type Command = OrderCommand;
     type Event = OrderEvent;
     type Error = OrderError;
+
+    fn claims(state: &OrderState, event: &OrderEvent) -> Vec<crate::event::UniqueClaim> {
+        order_claims(state, event)
+    }
 
     fn decide(state: &OrderState, command: OrderCommand) -> Result<Vec<OrderEvent>, OrderError> {
         let order = match state {
@@ -1194,5 +1225,39 @@ mod tests {
             json!("cancelled")
         );
         assert_eq!(OrderStatus::Paid.as_str(), "paid");
+    }
+
+    /// An order gives back its user's unpaid-order slot when it is paid,
+    /// cancelled or rejected, and at no other step.
+    #[test]
+    fn an_order_that_stops_being_unpaid_releases_its_users_slot() {
+        use crate::event::{ClaimAction, ClaimKind};
+        let user = UserId::new(uuid::Uuid::now_v7());
+        let placed = OrderEvent::OrderPlaced {
+            order_id: OrderId::new(uuid::Uuid::now_v7()),
+            user_id: user,
+            lines: vec![OrderLine {
+                product_id: ProductId::new(uuid::Uuid::now_v7()),
+                quantity: Quantity::new(1).unwrap(),
+                unit_price: "2.00".parse().unwrap(),
+            }],
+            total: "2.00".parse().unwrap(),
+        };
+        let state = Order::evolve(OrderState::default(), &placed);
+        assert!(order_claims(&OrderState::default(), &placed).is_empty());
+        let paid = OrderEvent::OrderPaid {
+            amount: "2.00".parse().unwrap(),
+        };
+        let claims = order_claims(&state, &paid);
+        assert_eq!(claims.len(), 1);
+        assert_eq!(claims[0].kind, ClaimKind::UnpaidOrder(user));
+        assert_eq!(claims[0].action, ClaimAction::Release);
+        assert_eq!(claims[0].value, "");
+        assert_eq!(
+            ClaimKind::UnpaidOrder(user).name(),
+            format!("unpaid:{}", user.as_uuid())
+        );
+        assert!(order_claims(&state, &OrderEvent::OrderConfirmed).is_empty());
+        assert!(order_claims(&OrderState::default(), &paid).is_empty());
     }
 }

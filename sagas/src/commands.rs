@@ -61,6 +61,10 @@ impl Aggregate for UnpaidOrder {
     type Event = OrderEvent;
     type Error = OrderError;
 
+    fn claims(state: &OrderState, event: &OrderEvent) -> Vec<domain::event::UniqueClaim> {
+        domain::order::order_claims(state, event)
+    }
+
     fn decide(state: &OrderState, command: OrderCommand) -> Result<Vec<OrderEvent>, OrderError> {
         match state.status() {
             Some(OrderStatus::Confirmed) => Order::decide(state, command),

@@ -51,6 +51,11 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Open HTTP connections at most (`ORDO_MAX_CONNECTIONS`).
     pub max_connections: usize,
+    /// Orders a user may hold placed and not yet paid, cancelled or rejected
+    /// (`ORDO_MAX_UNPAID_ORDERS`). The command line defaults to 20;
+    /// [`Settings::new`] leaves it unlimited, for tests that place many
+    /// orders for one user.
+    pub max_unpaid_orders: Option<u32>,
 }
 
 /// How the API checks its callers.
@@ -106,6 +111,7 @@ impl Settings {
             admission_lag: 300,
             auth: AuthSettings::default(),
             max_connections: 10_000,
+            max_unpaid_orders: None,
         }
     }
 }
@@ -285,7 +291,8 @@ impl System {
         let state = match self.settings.admission_lag {
             0 => state,
             limit => state.with_admission(limit),
-        };
+        }
+        .with_unpaid_cap(self.settings.max_unpaid_orders);
         let auth = &self.settings.auth;
         let state = state.with_rate_limit(api::auth::rate::RateLimits::new(
             auth.rate_limit,

@@ -24,8 +24,8 @@
 //! customer token for each user it seeds, with which that user's orders are
 //! placed. Without one, it sends no token (an ordo with `ORDO_AUTH=off`).
 //! Run the ordo it measures with `ORDO_RATE_LIMIT=off` (or above the load)
-//! and `ORDO_MAX_UNPAID_ORDERS` above the orders one user may leave unpaid,
-//! so that it measures the work of an order, not the limits.
+//! and `ORDO_MAX_UNPAID_ORDERS=off` (it leaves many orders of each user
+//! unpaid), so that it measures the work of an order, not the limits.
 
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::ids::StreamType;
+use crate::ids::{StreamType, UserId};
 use crate::order::OrderEvent;
 use crate::product::ProductEvent;
 use crate::user::UserEvent;
@@ -103,14 +103,20 @@ pub enum ClaimKind {
     Email,
     /// A product's SKU (uppercased).
     Sku,
+    /// One of the slots of a user's unpaid orders: at most as many orders of
+    /// the user are placed and not yet paid, cancelled or rejected as there
+    /// are slots (the value is the slot's number).
+    UnpaidOrder(UserId),
 }
 
 impl ClaimKind {
-    /// `email` or `sku`, for a claims table's `kind` column.
-    pub fn as_str(self) -> &'static str {
+    /// `email`, `sku` or `unpaid:<user id>`, for a claims table's `kind`
+    /// column.
+    pub fn name(self) -> String {
         match self {
-            ClaimKind::Email => "email",
-            ClaimKind::Sku => "sku",
+            ClaimKind::Email => "email".to_owned(),
+            ClaimKind::Sku => "sku".to_owned(),
+            ClaimKind::UnpaidOrder(user) => format!("unpaid:{}", user.as_uuid()),
         }
     }
 }
@@ -121,7 +127,8 @@ impl ClaimKind {
 pub enum ClaimAction {
     /// The value becomes owned by this event's stream; fails if already taken.
     Take,
-    /// The value becomes free again.
+    /// The value becomes free again. An empty value releases whatever value
+    /// of the kind the event's stream holds.
     Release,
 }
 
@@ -137,6 +144,15 @@ pub struct UniqueClaim {
 }
 
 impl UniqueClaim {
+    /// A claim that releases whatever value of `kind` the stream holds.
+    pub fn release_any(kind: ClaimKind) -> UniqueClaim {
+        UniqueClaim {
+            kind,
+            value: String::new(),
+            action: ClaimAction::Release,
+        }
+    }
+
     /// A claim that takes `value`, of `kind`.
     pub fn take(kind: ClaimKind, value: &str) -> UniqueClaim {
         UniqueClaim {

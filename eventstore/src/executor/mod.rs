@@ -137,6 +137,9 @@ impl<E: std::error::Error + 'static> From<StoreError> for ExecuteError<E> {
 pub struct Executor {
     store: EventStore,
     cache: Arc<StateCache>,
+    /// Orders a user may hold placed and not yet paid, cancelled or
+    /// rejected (`None`: no limit); see [`Executor::place_order`].
+    unpaid_cap: Option<u32>,
 }
 
 impl Executor {
@@ -145,7 +148,15 @@ impl Executor {
         Executor {
             store,
             cache: Arc::new(StateCache::new(cache::CAPACITY)),
+            unpaid_cap: None,
         }
+    }
+
+    /// Places orders only while their user holds fewer than `cap` unpaid
+    /// ones (`None`: no limit).
+    pub fn with_unpaid_cap(mut self, cap: Option<u32>) -> Executor {
+        self.unpaid_cap = cap.filter(|c| *c > 0);
+        self
     }
 
     /// An executor on another store (another pool) sharing this one's cache
@@ -156,6 +167,7 @@ impl Executor {
         Executor {
             store,
             cache: self.cache.clone(),
+            unpaid_cap: self.unpaid_cap,
         }
     }
 
@@ -310,11 +322,24 @@ impl Executor {
         command: A::Command,
         ctx: &CommandContext,
     ) -> Result<Executed<A>, ExecuteError<A::Error>> {
+        self.execute_claiming::<A>(stream_id, command, ctx, &[])
+            .await
+    }
+
+    /// [`Executor::execute`], the append also taking `extra` claims (an
+    /// unpaid-order slot a placement holds).
+    pub(crate) async fn execute_claiming<A: Aggregate>(
+        &self,
+        stream_id: &str,
+        command: A::Command,
+        ctx: &CommandContext,
+        extra: &[ClaimChange],
+    ) -> Result<Executed<A>, ExecuteError<A::Error>> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             match self
-                .execute_once::<A>(stream_id, command.clone(), ctx, attempt == 1)
+                .execute_once::<A>(stream_id, command.clone(), ctx, attempt == 1, extra)
                 .await
             {
                 Err(ExecuteError::Conflict { .. }) if attempt < MAX_ATTEMPTS => {
@@ -339,6 +364,7 @@ impl Executor {
         command: A::Command,
         ctx: &CommandContext,
         trust_cache: bool,
+        extra: &[ClaimChange],
     ) -> Result<Executed<A>, ExecuteError<A::Error>> {
         // No look-up of the command id first: a command already executed is
         // caught by the append (the id is unique) or, when the stream has
@@ -416,15 +442,24 @@ impl Executor {
                 data: e.to_data(),
             })
             .collect();
-        let claims: Vec<ClaimChange> = events
-            .iter()
-            .flat_map(DomainEvent::unique_claims)
-            .map(|c| ClaimChange {
-                kind: c.kind.as_str().to_owned(),
-                value: c.value,
-                take: c.action == ClaimAction::Take,
-            })
-            .collect();
+        // Each event's claims in the state just before it (most commands
+        // make one event: the loaded state, not cloned).
+        let mut claims: Vec<ClaimChange> = extra.to_vec();
+        let mut folded: Option<A::State> = None;
+        for (i, event) in events.iter().enumerate() {
+            let next = {
+                let before: &A::State = folded.as_ref().unwrap_or(&*loaded.state);
+                claims.extend(A::claims(before, event).into_iter().map(|c| ClaimChange {
+                    kind: c.kind.name(),
+                    value: c.value,
+                    take: c.action == ClaimAction::Take,
+                }));
+                (i + 1 < events.len()).then(|| A::evolve(before.clone(), event))
+            };
+            if next.is_some() {
+                folded = next;
+            }
+        }
         let metadata = ctx.metadata();
         let expected = match loaded.version {
             0 => ExpectedVersion::NoStream,

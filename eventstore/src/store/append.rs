@@ -147,7 +147,8 @@ fn append_sql(shape: Shape) -> String {
          released as (
              delete from unique_claims u
               using {}
-              where u.kind = c.kind and u.value = c.value and u.stream_id = $1
+              where u.kind = c.kind and u.stream_id = $1
+                and (u.value = c.value or c.value = '')
              returning 1
          )",
             claims()

@@ -117,6 +117,18 @@ impl EventStore {
         append::find_command(&client, command_id).await
     }
 
+    /// Every value of claim `kind` held now, with the stream holding it.
+    pub async fn claims_of_kind(&self, kind: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "select value, stream_id from unique_claims where kind = $1",
+                &[&kind],
+            )
+            .await?;
+        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    }
+
     /// The current version of a stream (0 when it does not exist).
     pub async fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {
         let client = self.pool.get().await?;
