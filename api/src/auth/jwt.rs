@@ -342,4 +342,68 @@ mod tests {
         assert!(JwksSource::parse("http://127.0.0.1.evil.example/jwks").is_err());
         assert!(JwksSource::parse("ftp://id.example/jwks").is_err());
     }
+
+    /// A token naming a key the set does not hold makes the verifier read
+    /// the set again, once: another such token within the minute is refused
+    /// without reading it again, even though the key has arrived meanwhile.
+    #[tokio::test]
+    async fn unknown_keys_reread_the_set_at_most_once_a_minute() {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine as _;
+        use ring::signature::KeyPair as _;
+        let key = |kid: &str| {
+            let rng = ring::rand::SystemRandom::new();
+            let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).expect("key");
+            let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("pair");
+            let jwk = serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "kid": kid,
+                "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()) });
+            (pkcs8.as_ref().to_vec(), jwk)
+        };
+        let (_, old) = key("old");
+        let (new_secret, new) = key("new");
+        let file = std::env::temp_dir().join(format!("ordo-jwks-test-{}.json", Uuid::now_v7()));
+        std::fs::write(&file, serde_json::json!({ "keys": [old] }).to_string()).expect("write");
+        let verifier = JwtVerifier::new(JwtConfig {
+            issuer: "https://id.test".into(),
+            audience: "ordo".into(),
+            jwks: JwksSource::File(file.clone()),
+            user_claim: "ordo_user_id".into(),
+        })
+        .await
+        .expect("verifier");
+        assert_eq!(verifier.key_reads(), 1);
+        let now = chrono::Utc::now().timestamp();
+        let claims = serde_json::json!({ "iss": "https://id.test", "aud": "ordo", "sub": "s",
+            "scope": "ops", "exp": now + 300 });
+        let mut header = jsonwebtoken::Header::new(Algorithm::EdDSA);
+        header.kid = Some("new".into());
+        let token = jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_ed_der(&new_secret),
+        )
+        .expect("sign");
+        // Read at start, then "new" is unknown: refused; the set was read
+        // again only if a minute has passed since, which it has not.
+        assert!(verifier.verify(&token).await.is_err());
+        assert_eq!(verifier.key_reads(), 1, "read again within the minute");
+        // The provider rotates: the key arrives; within the minute still
+        // refused, and the set not read again.
+        std::fs::write(&file, serde_json::json!({ "keys": [old, new] }).to_string())
+            .expect("write");
+        assert!(verifier.verify(&token).await.is_err());
+        assert_eq!(verifier.key_reads(), 1);
+        // A minute after the last read (set back by hand), the unknown kid
+        // makes it read the set, once, and the token is good.
+        verifier.keys.lock().await.read_at = Some(Instant::now() - REFETCH_INTERVAL);
+        let caller = verifier
+            .verify(&token)
+            .await
+            .expect("the rotated key is read");
+        assert_eq!(verifier.key_reads(), 2);
+        assert_eq!(caller.actor.to_string(), "jwt:https://id.test#s");
+        assert!(verifier.verify(&token).await.is_ok());
+        assert_eq!(verifier.key_reads(), 2, "a known kid reads nothing");
+        let _ = std::fs::remove_file(&file);
+    }
 }
