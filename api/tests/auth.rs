@@ -678,3 +678,36 @@ async fn twenty_one_concurrent_orders_under_a_cap_of_twenty_place_exactly_twenty
         json!({ "user_id": other, "lines": [{ "product_id": product, "quantity": 1 }] });
     assert_eq!(api.post("/orders", other_body).await.status, 202);
 }
+
+/// Keys can come from the provider's URL (plain http only to a loopback
+/// address, as here; https elsewhere): the verifier reads the set there.
+#[tokio::test]
+async fn keys_are_read_from_the_providers_url() {
+    let provider = Provider::new();
+    let set = std::fs::read_to_string(&provider.jwks).unwrap();
+    let app = axum::Router::new().route(
+        "/certs",
+        axum::routing::get(move || {
+            let set = set.clone();
+            async move { ([("content-type", "application/json")], set) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/certs", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut config = provider.config();
+    config.jwks = JwksSource::parse(&url).unwrap();
+    let verifier = api::auth::jwt::JwtVerifier::new(config).await.unwrap();
+    let caller = verifier
+        .verify(&provider.sign(&provider.claims("orders:read", 60)))
+        .await
+        .unwrap();
+    assert_eq!(caller.actor.to_string(), format!("jwt:{ISSUER}#alice"));
+    assert!(caller.scopes.contains(Scope::OrdersRead));
+    // A URL that answers no key set stops the start with a clear error.
+    let mut broken = provider.config();
+    broken.jwks = JwksSource::parse(&url.replace("/certs", "/nothing")).unwrap();
+    let error = api::auth::jwt::JwtVerifier::new(broken).await.unwrap_err();
+    assert!(error.to_string().contains("404"), "{error}");
+    server.abort();
+}
