@@ -11,7 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::tokens::{CreateError, NewToken, Token, TokenRuleError};
+use crate::auth::tokens::{CreateError, NewToken, Token};
 use crate::auth::{Actor, Caller, Scopes, TokenStore};
 use crate::error::responses::{
     BadRequest, Conflict, NotFound, PayloadTooLarge, Unavailable, UnsupportedMediaType, Validation,
@@ -221,12 +221,6 @@ async fn revoke_token(
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no token {id}")))
-}
-
-impl From<TokenRuleError> for ApiError {
-    fn from(e: TokenRuleError) -> Self {
-        ApiError::Validation(e.to_string())
-    }
 }
 
 #[cfg(test)]

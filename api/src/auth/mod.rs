@@ -282,7 +282,6 @@ pub async fn authenticate(
         // Not a route: the fallback answers 404 to anyone.
         None => Requirement::Public,
     };
-    let path = request.uri().path().to_owned();
     let caller = match bearer(request.headers()) {
         // Public routes do not read credentials at all: their answer is the
         // same for everyone, and a probe of /ready must not depend on the
@@ -290,7 +289,7 @@ pub async fn authenticate(
         _ if requirement == Requirement::Public => Caller::anonymous(),
         None => {
             state.rate.check(&by_address())?;
-            tracing::info!(%path, "refused: no bearer token");
+            tracing::info!(path = %request.uri().path(), "refused: no bearer token");
             return Err(ApiError::Unauthorized { token_given: false });
         }
         Some(credential) => {
@@ -302,7 +301,7 @@ pub async fn authenticate(
                 Ok(caller) => caller,
                 Err(refusal) => {
                     state.rate.check(&by_address())?;
-                    tracing::info!(%path, reason = %refusal, "refused: bad credential");
+                    tracing::info!(path = %request.uri().path(), reason = %refusal, "refused: bad credential");
                     return Err(ApiError::Unauthorized { token_given: true });
                 }
             }
@@ -313,7 +312,7 @@ pub async fn authenticate(
         actor => state.rate.check(&rate::RateKey::Actor(actor.to_string()))?,
     }
     let caller = admit(&requirement, caller).inspect_err(|_| {
-        tracing::info!(%path, "refused: scope missing");
+        tracing::info!(path = %request.uri().path(), "refused: scope missing");
     })?;
     request.extensions_mut().insert(caller);
     Ok(next.run(request).await)

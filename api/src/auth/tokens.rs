@@ -290,15 +290,17 @@ impl TokenStore {
     /// Every process hears of it through the table's trigger.
     pub async fn revoke(&self, id: Uuid) -> Result<Option<Token>, StoreError> {
         let client = self.pool.get().await?;
-        client
-            .execute(
-                "update api.tokens set revoked_at = now() where id = $1 and revoked_at is null",
+        let row = client
+            .query_opt(
+                &format!(
+                    "update api.tokens set revoked_at = coalesce(revoked_at, now()) where id = $1
+                     returning {COLUMNS}"
+                ),
                 &[&id],
             )
             .await?;
         self.forget(id);
-        drop(client);
-        self.get(id).await
+        row.map(|row| Ok(token_from_row(&row)?.0)).transpose()
     }
 
     /// Whether a working admin token exists.
@@ -320,11 +322,9 @@ impl TokenStore {
     pub async fn bootstrap(&self, secret: &TokenSecret) -> Result<bool, CreateError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        tx.execute(
-            "select pg_advisory_xact_lock(hashtext('ordo bootstrap token'))",
-            &[],
-        )
-        .await?;
+        let key = eventstore::leadership::LockKey::new("bootstrap", "admin token").get();
+        tx.execute("select pg_advisory_xact_lock($1)", &[&key])
+            .await?;
         let exists: bool = tx
             .query_one(
                 "select exists (select 1 from api.tokens where 'admin' = any(scopes)
