@@ -32,6 +32,21 @@ pub struct GlobalArgs {
           value_parser = parse_database_url, global = true, hide_env_values = true)]
     pub database_url: DatabaseUrl,
 
+    /// PostgreSQL as the schema's owner, for `ordo migrate` (and `ordo up`,
+    /// which migrates first); default: DATABASE_URL. Every other connection
+    /// uses DATABASE_URL, which should name a login role that is a member of
+    /// the runtime role.
+    #[arg(long = "migrate-database-url", env = "ORDO_MIGRATE_DATABASE_URL",
+          value_parser = parse_database_url, global = true, hide_env_values = true)]
+    pub migrate_database_url: Option<DatabaseUrl>,
+
+    /// The NOLOGIN role migrations create (if missing) and give exactly the
+    /// privileges ordo's processes use; grant it to the login role of
+    /// DATABASE_URL. Two deployments on one server use different names.
+    #[arg(long = "runtime-role", env = "ORDO_RUNTIME_ROLE", default_value = "ordo_runtime",
+          global = true)]
+    pub runtime_role: eventstore::privileges::RuntimeRole,
+
     /// NATS server with JetStream.
     #[arg(
         long,

@@ -52,7 +52,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 )
                 .await;
             }
-            eventstore::migrations::migrate(&global.database_url).await?;
+            ensure_schema(&global).await?;
             let pool = global.database_url.pool(2)?;
             check_postgres(&global, &pool).await?;
             crate::token::run(&api::auth::TokenStore::new(pool), action).await
@@ -62,7 +62,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn migrate(global: &GlobalArgs) -> anyhow::Result<()> {
-    let report = eventstore::migrations::migrate(&global.database_url).await?;
+    let owner = global
+        .migrate_database_url
+        .as_ref()
+        .unwrap_or(&global.database_url);
+    let report = eventstore::migrations::migrate_with(owner, &global.runtime_role).await?;
     if report.applied.is_empty() {
         println!(
             "schema is up to date ({} migrations)",
@@ -75,6 +79,26 @@ async fn migrate(global: &GlobalArgs) -> anyhow::Result<()> {
             report.applied,
             report.already_applied.len()
         );
+    }
+    Ok(())
+}
+
+/// Migrates when this process may (as ORDO_MIGRATE_DATABASE_URL, or as
+/// DATABASE_URL when its role owns the schema); otherwise checks that every
+/// migration is applied, failing with what to run when not.
+async fn ensure_schema(global: &GlobalArgs) -> anyhow::Result<()> {
+    use eventstore::migrations::SchemaCheck;
+    match eventstore::migrations::ensure_current(
+        &global.database_url,
+        global.migrate_database_url.as_ref(),
+        &global.runtime_role,
+    )
+    .await?
+    {
+        SchemaCheck::Migrated(_) => {}
+        SchemaCheck::Current => tracing::info!(
+            "DATABASE_URL's role may not migrate; every migration is applied, going on"
+        ),
     }
     Ok(())
 }
@@ -140,7 +164,7 @@ async fn bind(http: &HttpArgs) -> anyhow::Result<tokio::net::TcpListener> {
 
 async fn up(global: &GlobalArgs, http: &HttpArgs, saga: &SagaArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
-    eventstore::migrations::migrate(&global.database_url).await?;
+    ensure_schema(global).await?;
     let system = System::connect(settings(global, Some(http), Some(saga)), "ordo-up").await?;
     let listener = bind(http).await?;
     let mut roles = Roles::new(shutdown);

@@ -2,6 +2,7 @@
 //!
 //! - [`db`]: `DATABASE_URL`, creating the database, the connection pool.
 //! - [`migrations`]: the numbered SQL of `schemas/sql/`, applied once each.
+//! - [`privileges`]: the runtime role, what it may do, who may migrate.
 //! - [`position`]: positions in the global log and their tokens.
 //! - [`event`]: events as stored and read back, with their metadata.
 //! - [`store`]: [`EventStore`]: appends, stream and log reads, the log's
@@ -29,6 +30,7 @@ pub mod migrations;
 pub mod nats;
 pub mod notify;
 pub mod position;
+pub mod privileges;
 pub mod relay;
 pub mod store;
 

@@ -179,16 +179,12 @@ async fn run(
 ) -> Result<RebuildReport, RebuildError> {
     let started = Instant::now();
     let mut client = pool.get().await?;
-    client
-        .batch_execute(&format!("create schema if not exists {SHADOW}"))
-        .await?;
+    // The shadow tables are made, dropped and swapped in by functions the
+    // schema's owner defined (migration 0009): the runtime role has no DDL.
     for projection in projections {
         for table in projection.tables() {
             client
-                .batch_execute(&format!(
-                    "drop table if exists {SHADOW}.{table};
-                     create table {SHADOW}.{table} (like read.{table} including all);"
-                ))
+                .execute("select ordo_rebuild_prepare($1)", &[table])
                 .await?;
         }
     }
@@ -255,7 +251,7 @@ async fn run(
         for projection in projections {
             for table in projection.tables() {
                 client
-                    .batch_execute(&format!("drop table if exists {SHADOW}.{table}"))
+                    .execute("select ordo_rebuild_discard($1)", &[table])
                     .await?;
             }
         }
@@ -392,10 +388,7 @@ async fn swap(
         return Ok((outcome, caught_up));
     }
     for table in projection.tables() {
-        tx.batch_execute(&format!(
-            "drop table read.{table}; alter table {SHADOW}.{table} set schema read;"
-        ))
-        .await?;
+        tx.execute("select ordo_rebuild_swap($1)", &[table]).await?;
     }
     // The live checkpoint is locked since it was read: it is still `live`.
     if !checkpoint::advance_from(&tx, name, &live, sync, sequence).await? {

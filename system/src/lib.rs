@@ -146,7 +146,9 @@ impl System {
     /// Checks that PostgreSQL answers (failing with the readable error when
     /// it does not) and connects to NATS as `client_name`.
     pub async fn connect(settings: Settings, client_name: &str) -> Result<System, SystemError> {
-        drop(settings.database_url.connect().await?);
+        let client = settings.database_url.connect().await?;
+        eventstore::privileges::warn_if_superuser(&settings.database_url, &client).await?;
+        drop(client);
         let nats = eventstore::nats::connect(&settings.nats_url, client_name).await?;
         Ok(System::with_nats(settings, nats))
     }

@@ -104,9 +104,15 @@ impl std::fmt::Debug for TestDatabase {
 impl TestDatabase {
     /// A name nobody else uses: `ordo_test_<random>`.
     pub fn fresh() -> TestDatabase {
+        TestDatabase::fresh_on(&server_database_url())
+    }
+
+    /// The same on another server (a private one the test started), `server`
+    /// naming any database on it as a role that may create and drop them.
+    pub fn fresh_on(server: &DatabaseUrl) -> TestDatabase {
         init_tracing();
         let id = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
-        let url = server_database_url().with_database(&format!("ordo_test_{id}"));
+        let url = server.with_database(&format!("ordo_test_{id}"));
         TestDatabase { url, id }
     }
 }
@@ -176,7 +182,16 @@ impl TestEnv {
     /// The same, on a NATS server of the test's choosing (a private one it
     /// will restart).
     pub async fn with_nats(nats_url: NatsUrl) -> TestEnv {
-        let database = TestDatabase::fresh();
+        TestEnv::on(TestDatabase::fresh(), nats_url).await
+    }
+
+    /// A fresh database on the server of `server` (a private one), migrated
+    /// as the role `server` names, on the shared NATS server.
+    pub async fn on_server(server: &DatabaseUrl) -> TestEnv {
+        TestEnv::on(TestDatabase::fresh_on(server), nats_url()).await
+    }
+
+    async fn on(database: TestDatabase, nats_url: NatsUrl) -> TestEnv {
         let id = database.id.clone();
         let database_url = database.url.clone();
         eventstore::migrations::migrate(&database_url)

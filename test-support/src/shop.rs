@@ -38,7 +38,12 @@ fn quantity(n: u32) -> Quantity {
 impl Shop {
     /// A shop on `env`'s database.
     pub fn new(env: &TestEnv) -> Shop {
-        let store = EventStore::new(env.pool.clone());
+        Shop::on_pool(env.pool.clone())
+    }
+
+    /// A shop on the database of `pool` (connected as a role of the test's).
+    pub fn on_pool(pool: deadpool_postgres::Pool) -> Shop {
+        let store = EventStore::new(pool);
         Shop {
             executor: Executor::new(store.clone()),
             store,

@@ -8,7 +8,7 @@ use api::auth::Scope;
 use projectors::Projection;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
-use test_support::shop::{spawn_relay, RunningRelay, Shop};
+use test_support::shop::{RunningRelay, Shop};
 use test_support::{Running, TestEnv};
 
 pub struct Answer {
@@ -73,10 +73,35 @@ impl Api {
         Self::start_with(env, settings, true).await
     }
 
+    /// API, relay, projectors and the saga, every one of them connected as
+    /// `settings` says (a runtime role's login, say).
+    pub async fn start_as(env: TestEnv, settings: system::Settings) -> Api {
+        Self::start_split(env, settings.clone(), settings, true).await
+    }
+
     async fn start_with(env: TestEnv, api_settings: system::Settings, saga: bool) -> Api {
+        let settings = env.settings();
+        Self::start_split(env, settings, api_settings, saga).await
+    }
+
+    async fn start_split(
+        env: TestEnv,
+        settings: system::Settings,
+        api_settings: system::Settings,
+        saga: bool,
+    ) -> Api {
         let shop = Shop::new(&env);
-        let relay = spawn_relay(&env);
-        let system = env.system();
+        let system = env.system_with(settings);
+        let relay = {
+            let relay = system.relay().unwrap();
+            let stats = relay.stats();
+            let running = Running::spawn(|stop| async move {
+                if let Err(e) = relay.run(stop).await {
+                    panic!("relay: {e}");
+                }
+            });
+            RunningRelay { running, stats }
+        };
         let mut roles = Vec::new();
         for projection in Projection::ALL {
             let projector = system.projector(projection).unwrap();
