@@ -1,6 +1,7 @@
 //! ordo's event store on PostgreSQL.
 //!
 //! - [`db`]: `DATABASE_URL`, creating the database, the connection pool.
+//! - [`tls`]: TLS to PostgreSQL (`sslmode`, `sslrootcert`) through rustls.
 //! - [`migrations`]: the numbered SQL of `schemas/sql/`, applied once each.
 //! - [`position`]: positions in the global log and their tokens.
 //! - [`event`]: events as stored and read back, with their metadata.
@@ -31,6 +32,7 @@ pub mod notify;
 pub mod position;
 pub mod relay;
 pub mod store;
+pub mod tls;
 
 pub use store::group;
 
