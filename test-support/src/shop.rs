@@ -38,7 +38,11 @@ fn quantity(n: u32) -> Quantity {
 impl Shop {
     /// A shop on `env`'s database.
     pub fn new(env: &TestEnv) -> Shop {
-        let store = EventStore::new(env.pool.clone());
+        Shop::on(EventStore::new(env.pool.clone()))
+    }
+
+    /// A shop on `store` (a migrated database of the test's choosing).
+    pub fn on(store: EventStore) -> Shop {
         Shop {
             executor: Executor::new(store.clone()),
             store,
