@@ -3,12 +3,12 @@
 //! TLS, of `pg_hba.conf` rules and of roles use it, so the shared server's
 //! configuration is never touched.
 //!
-//! The binaries are found through `ORDO_PG_BIN` (a directory holding
-//! `initdb` and `pg_ctl`), then `PATH`, then the newest
-//! `/usr/lib/postgresql/<version>/bin` (Debian's layout). PostgreSQL refuses
-//! to run as root: a test running as root runs the server as the operating
-//! system user `postgres`, in a directory under the temporary directory
-//! that user owns.
+//! The binaries are found as `scripts/up` finds them: `ORDO_PG_BINDIR` (a
+//! directory holding `initdb` and `pg_ctl`), else the newest
+//! `/usr/lib/postgresql/<version>/bin` (Debian's layout), else `PATH`.
+//! PostgreSQL refuses to run as root: a test running as root runs the
+//! server as the operating system user `ORDO_PG_USER` (default `postgres`),
+//! in a directory under the temporary directory that user owns.
 //!
 //! `initdb` runs once per test process and PostgreSQL installation (into a
 //! template directory under the temporary directory, shared by later runs);
@@ -304,13 +304,8 @@ fn append(path: &Path, text: &str) {
 fn binaries() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        if let Some(dir) = std::env::var_os("ORDO_PG_BIN") {
+        if let Some(dir) = std::env::var_os("ORDO_PG_BINDIR") {
             return dir.into();
-        }
-        for dir in std::env::var("PATH").unwrap_or_default().split(':') {
-            if Path::new(dir).join("initdb").is_file() && Path::new(dir).join("pg_ctl").is_file() {
-                return dir.into();
-            }
         }
         let newest = std::fs::read_dir("/usr/lib/postgresql")
             .into_iter()
@@ -322,12 +317,17 @@ fn binaries() -> PathBuf {
                 bin.join("initdb").is_file().then_some((version, bin))
             })
             .max();
-        match newest {
-            Some((_, bin)) => bin,
-            None => panic!(
-                "PostgreSQL's initdb not found; install postgresql or set ORDO_PG_BIN to its bin directory"
-            ),
+        if let Some((_, bin)) = newest {
+            return bin;
         }
+        for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+            if Path::new(dir).join("initdb").is_file() && Path::new(dir).join("pg_ctl").is_file() {
+                return dir.into();
+            }
+        }
+        panic!(
+            "PostgreSQL's initdb and pg_ctl not found; install postgresql or set ORDO_PG_BINDIR to their directory"
+        )
     })
     .clone()
 }
@@ -343,8 +343,12 @@ fn template(bin: &Path) -> PathBuf {
                 .chars()
                 .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
                 .collect();
-            let path =
-                std::env::temp_dir().join(format!("ordo-pg-template-v1-{}{tag}", current_uid()));
+            // Owned by whoever runs the servers: their name is in its name.
+            let path = std::env::temp_dir().join(format!(
+                "ordo-pg-template-v1-{}-{}{tag}",
+                current_uid(),
+                server_user()
+            ));
             if path.join("global").join("pg_control").is_file() {
                 return path;
             }
@@ -397,12 +401,20 @@ fn is_root() -> bool {
     current_uid() == 0
 }
 
-/// `program`, run as the operating system user `postgres` when we are
-/// root, in `dir` (which that user may enter).
+/// Who runs PostgreSQL when we are root: `ORDO_PG_USER`, else `postgres`.
+fn server_user() -> String {
+    std::env::var("ORDO_PG_USER")
+        .ok()
+        .filter(|user| !user.is_empty())
+        .unwrap_or_else(|| "postgres".to_owned())
+}
+
+/// `program`, run as [`server_user`] when we are root, in `dir` (which that
+/// user may enter).
 fn as_server_user(program: &Path, dir: &Path) -> Command {
     let mut command = if is_root() {
         let mut command = Command::new("runuser");
-        command.args(["-u", SUPERUSER, "--"]).arg(program);
+        command.args(["-u", &server_user(), "--"]).arg(program);
         command
     } else {
         Command::new(program)
@@ -411,27 +423,30 @@ fn as_server_user(program: &Path, dir: &Path) -> Command {
     command
 }
 
-/// Hands `path` to the operating system user `postgres` when we are root
-/// (otherwise it is ours already, and we run the server).
+/// Hands `path` to [`server_user`] when we are root (otherwise it is ours
+/// already, and we run the server).
 fn give_to_server_user(path: &Path) {
     if !is_root() {
         return;
     }
     static IDS: OnceLock<(u32, u32)> = OnceLock::new();
     let (uid, gid) = *IDS.get_or_init(|| {
+        let user = server_user();
         let passwd = std::fs::read_to_string("/etc/passwd")
             .unwrap_or_else(|e| panic!("read /etc/passwd: {e}"));
         passwd
             .lines()
             .find_map(|line| {
                 let fields: Vec<&str> = line.split(':').collect();
-                if fields.first() != Some(&SUPERUSER) {
+                if fields.first() != Some(&user.as_str()) {
                     return None;
                 }
                 Some((fields.get(2)?.parse().ok()?, fields.get(3)?.parse().ok()?))
             })
             .unwrap_or_else(|| {
-                panic!("running as root, but there is no user postgres to run PostgreSQL as")
+                panic!(
+                    "PostgreSQL refuses to run as root, and there is no user {user} to run it as; set ORDO_PG_USER to an unprivileged user"
+                )
             })
     });
     std::os::unix::fs::chown(path, Some(uid), Some(gid))
