@@ -28,6 +28,7 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
     /// PostgreSQL holding the event store and read models; the database is created if missing.
+    /// TLS: add `?sslmode=verify-full&sslrootcert=<CA file>` (or `sslmode=require`).
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://127.0.0.1:5432/ordo",
           value_parser = parse_database_url, global = true, hide_env_values = true)]
     pub database_url: DatabaseUrl,

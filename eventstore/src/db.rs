@@ -5,20 +5,24 @@ use std::error::Error as _;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::config::{Host, SslMode as DriverSslMode};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Config, NoTls};
+use tokio_postgres::Config;
 
 use crate::error::{io_reason, StoreError};
+use crate::tls::{Connector, TlsSettings};
 
 /// How long a connection attempt may take before we call the server unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A validated `DATABASE_URL`: the text (for messages, without password) and the
-/// parsed configuration.
+/// A validated `DATABASE_URL`: the text (for messages, without password), the
+/// parsed configuration and its TLS settings (`sslmode`, `sslrootcert`; see
+/// [`crate::tls`]).
 #[derive(Clone)]
 pub struct DatabaseUrl {
     url: String,
     config: Config,
+    tls: TlsSettings,
 }
 
 impl std::fmt::Debug for DatabaseUrl {
@@ -39,6 +43,15 @@ impl std::str::FromStr for DatabaseUrl {
     type Err = StoreError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let root_cert_env = std::env::var("PGSSLROOTCERT").ok();
+        DatabaseUrl::parse_with(s, root_cert_env.as_deref())
+    }
+}
+
+impl DatabaseUrl {
+    /// Parses `s`; `root_cert_env` is `PGSSLROOTCERT`, used when the URL has
+    /// no `sslrootcert`.
+    fn parse_with(s: &str, root_cert_env: Option<&str>) -> Result<DatabaseUrl, StoreError> {
         let invalid = |reason: String| StoreError::InvalidUrl {
             url: redact(s),
             reason,
@@ -46,7 +59,14 @@ impl std::str::FromStr for DatabaseUrl {
         if !(s.starts_with("postgres://") || s.starts_with("postgresql://")) {
             return Err(invalid("expected postgres://host:port/database".into()));
         }
-        let mut config: Config = s
+        // tokio-postgres knows only some sslmodes and no sslrootcert: both
+        // are taken out and handled here.
+        let (rest, params) = take_params(s, &["sslmode", "sslrootcert"]).map_err(invalid)?;
+        let [sslmode, sslrootcert] = params;
+        let sslrootcert = sslrootcert.or_else(|| root_cert_env.map(str::to_owned));
+        let tls = TlsSettings::from_params(sslmode.as_deref(), sslrootcert.as_deref())
+            .map_err(invalid)?;
+        let mut config: Config = rest
             .parse()
             .map_err(|e: tokio_postgres::Error| invalid(e.to_string()))?;
         if config.get_dbname().is_none() {
@@ -65,14 +85,24 @@ impl std::str::FromStr for DatabaseUrl {
         }
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("ordo");
+        // libpq ignores sslmode on Unix sockets, where PostgreSQL offers no
+        // TLS; so does ordo.
+        let over_tcp = config
+            .get_hosts()
+            .iter()
+            .any(|host| matches!(host, Host::Tcp(_)));
+        config.ssl_mode(if tls.encrypts() && over_tcp {
+            DriverSslMode::Require
+        } else {
+            DriverSslMode::Disable
+        });
         Ok(DatabaseUrl {
             url: s.to_owned(),
             config,
+            tls,
         })
     }
-}
 
-impl DatabaseUrl {
     /// The URL as given, password replaced by `***`.
     pub fn redacted(&self) -> String {
         redact(&self.url)
@@ -89,6 +119,28 @@ impl DatabaseUrl {
         &self.config
     }
 
+    /// Its TLS settings.
+    pub fn tls(&self) -> &TlsSettings {
+        &self.tls
+    }
+
+    /// What every connection to this server is made with: connect with
+    /// [`DatabaseUrl::config`] and this. It reads the `sslrootcert` file now;
+    /// an unreadable one is a [`StoreError::Tls`] naming it.
+    pub fn connector(&self) -> Result<Connector, StoreError> {
+        self.tls
+            .connector()
+            .map_err(|reason| self.tls_error(reason))
+    }
+
+    fn tls_error(&self, reason: String) -> StoreError {
+        StoreError::Tls {
+            url: self.redacted(),
+            sslmode: self.tls.mode().to_string(),
+            reason,
+        }
+    }
+
     /// The same settings under another name for the server: its connections
     /// show as `application_name` `name` in `pg_stat_activity` and the
     /// server's logs, so an operator (or a profile) tells ordo's roles apart.
@@ -98,6 +150,7 @@ impl DatabaseUrl {
         DatabaseUrl {
             url: self.url.clone(),
             config,
+            tls: self.tls.clone(),
         }
     }
 
@@ -134,14 +187,18 @@ impl DatabaseUrl {
             }
             None => self.url.clone(),
         };
-        DatabaseUrl { url, config }
+        DatabaseUrl {
+            url,
+            config,
+            tls: self.tls.clone(),
+        }
     }
 
     /// Opens one connection (its driver runs on a spawned task).
     pub async fn connect(&self) -> Result<tokio_postgres::Client, StoreError> {
         let (client, connection) = self
             .config
-            .connect(NoTls)
+            .connect(self.connector()?)
             .await
             .map_err(|e| self.classify(e))?;
         tokio::spawn(async move {
@@ -153,15 +210,37 @@ impl DatabaseUrl {
     }
 
     /// Turns a connection error into [`StoreError::Unreachable`] when the server
-    /// never answered, so the user reads the fix, not a driver message.
+    /// never answered, [`StoreError::Tls`] when TLS failed and
+    /// [`StoreError::TlsRequired`] when the server wants TLS we did not
+    /// offer, so the user reads the fix, not a driver message.
     pub fn classify(&self, e: tokio_postgres::Error) -> StoreError {
-        if e.as_db_error().is_some() {
+        if let Some(db) = e.as_db_error() {
+            // PostgreSQL 14 and later say "no encryption", older ones "SSL off".
+            let without_tls =
+                db.message().contains("no encryption") || db.message().contains("SSL off");
+            if !self.tls.encrypts()
+                && db.code() == &SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+                && db.message().contains("pg_hba.conf")
+                && without_tls
+            {
+                return StoreError::TlsRequired {
+                    url: self.redacted(),
+                    message: db.message().to_owned(),
+                };
+            }
             return StoreError::Database(e);
+        }
+        if let Some(reason) = crate::tls::describe_failure(&e, &self.tls) {
+            return self.tls_error(reason);
         }
         let reason = match e.source().and_then(|s| s.downcast_ref::<std::io::Error>()) {
             Some(io) => io_reason(io),
             None if e.to_string().contains("timeout") => "timed out".to_owned(),
-            None => e.to_string(),
+            // "invalid configuration: password missing", not half of it
+            None => match e.source() {
+                Some(cause) => format!("{e}: {cause}"),
+                None => e.to_string(),
+            },
         };
         StoreError::Unreachable {
             url: self.redacted(),
@@ -199,7 +278,7 @@ impl DatabaseUrl {
     pub fn pool(&self, max_size: usize) -> Result<Pool, StoreError> {
         let manager = Manager::from_config(
             self.config.clone(),
-            NoTls,
+            self.connector()?,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -212,6 +291,38 @@ impl DatabaseUrl {
             .build()
             .map_err(|e| StoreError::Pool(e.to_string()))
     }
+}
+
+/// Takes the query parameters named `keys` out of a URL: the URL without
+/// them, and the (percent-decoded) value of each, the last one when given
+/// twice.
+fn take_params<const N: usize>(
+    url: &str,
+    keys: &[&str; N],
+) -> Result<(String, [Option<String>; N]), String> {
+    let mut values: [Option<String>; N] = std::array::from_fn(|_| None);
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), values));
+    };
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match keys.iter().position(|k| *k == key) {
+            Some(i) => {
+                let value = percent_encoding::percent_decode_str(value)
+                    .decode_utf8()
+                    .map_err(|_| format!("{key} is not valid UTF-8 once percent-decoded"))?;
+                values[i] = Some(value.into_owned());
+            }
+            None => kept.push(pair),
+        }
+    }
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((url, values))
 }
 
 /// Quotes an SQL identifier.
@@ -313,6 +424,88 @@ mod tests {
         let other = url.with_database("b");
         assert_eq!(other.database(), "b");
         assert_eq!(other.redacted(), "postgres://u:***@h:1/b?sslmode=disable");
+    }
+
+    #[test]
+    fn reads_sslmode_and_sslrootcert_as_libpq_does() {
+        use crate::tls::{RootCert, SslMode, Verification};
+        use tokio_postgres::config::SslMode as Driver;
+
+        let url = DatabaseUrl::parse_with(
+            "postgres://u:p@db:5433/shop?sslmode=verify-full&sslrootcert=%2Fetc%2Fordo%2Fca.pem&application_name=x",
+            None,
+        )
+        .unwrap();
+        assert_eq!(url.tls().mode(), SslMode::VerifyFull);
+        assert_eq!(
+            url.tls().root_cert(),
+            Some(&RootCert::File("/etc/ordo/ca.pem".into())),
+            "percent-decoded"
+        );
+        assert_eq!(url.config().get_ssl_mode(), Driver::Require);
+        assert_eq!(url.config().get_dbname(), Some("shop"));
+        // The text keeps them, so a child process given it reads the same.
+        let other = url.with_database("other");
+        assert_eq!(other.tls(), url.tls());
+        assert!(other.expose().contains("sslmode=verify-full&sslrootcert="));
+        assert_eq!(url.named("ordo-relay").tls(), url.tls());
+
+        // PGSSLROOTCERT stands in for a missing sslrootcert, never over one.
+        let url =
+            DatabaseUrl::parse_with("postgres://db/shop?sslmode=verify-ca", Some("/env/ca.pem"))
+                .unwrap();
+        assert_eq!(
+            url.tls().root_cert(),
+            Some(&RootCert::File("/env/ca.pem".into()))
+        );
+        let url = DatabaseUrl::parse_with(
+            "postgres://db/shop?sslmode=require&sslrootcert=/url/ca.pem",
+            Some("/env/ca.pem"),
+        )
+        .unwrap();
+        assert_eq!(
+            url.tls().root_cert(),
+            Some(&RootCert::File("/url/ca.pem".into()))
+        );
+        assert_eq!(url.tls().verification(), Some(Verification::Chain));
+
+        // Without sslmode, or with a mode that does not insist: no TLS.
+        for text in [
+            "postgres://db/shop",
+            "postgres://db/shop?sslmode=disable",
+            "postgres://db/shop?sslmode=prefer",
+            "postgres://db/shop?sslmode=allow",
+        ] {
+            let url = DatabaseUrl::parse_with(text, Some("/env/ca.pem")).unwrap();
+            assert_eq!(url.tls().verification(), None, "{text}");
+            assert_eq!(url.config().get_ssl_mode(), Driver::Disable, "{text}");
+        }
+    }
+
+    #[test]
+    fn unix_sockets_ignore_sslmode() {
+        use tokio_postgres::config::SslMode as Driver;
+        let url = DatabaseUrl::parse_with(
+            "postgres:///shop?host=/var/run/postgresql&sslmode=verify-full",
+            None,
+        )
+        .unwrap();
+        assert_eq!(url.config().get_ssl_mode(), Driver::Disable);
+    }
+
+    #[test]
+    fn bad_tls_parameters_are_named() {
+        let err = DatabaseUrl::parse_with("postgres://db/shop?sslmode=verify", None).unwrap_err();
+        assert!(matches!(err, StoreError::InvalidUrl { .. }), "{err:?}");
+        assert!(err.to_string().contains("sslmode \"verify\""), "{err}");
+        let err = DatabaseUrl::parse_with(
+            "postgres://db/shop?sslmode=require&sslrootcert=system",
+            None,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("sslrootcert=system"), "{err}");
+        let err = DatabaseUrl::parse_with("postgres://db/shop?sslrootcert=%FF", None).unwrap_err();
+        assert!(err.to_string().contains("sslrootcert"), "{err}");
     }
 
     #[test]

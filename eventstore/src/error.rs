@@ -13,6 +13,29 @@ pub enum StoreError {
         /// Why, in a few words ("connection refused").
         reason: String,
     },
+    /// TLS to PostgreSQL could not be set up: the `sslrootcert` file cannot
+    /// be read, the server offers no TLS, or its certificate failed
+    /// verification.
+    #[error("TLS to PostgreSQL at {url} failed (sslmode={sslmode}): {reason}")]
+    Tls {
+        /// The URL with any password removed.
+        url: String,
+        /// The `sslmode` in effect.
+        sslmode: String,
+        /// What failed, in a few words.
+        reason: String,
+    },
+    /// The server has no `pg_hba.conf` rule for a connection without TLS
+    /// (usually: it accepts only TLS), and the URL asked for none.
+    #[error(
+        "PostgreSQL at {url} refused a connection without TLS ({message}); if it requires TLS, add sslmode=require (or sslmode=verify-full with sslrootcert=<CA file>) to DATABASE_URL"
+    )]
+    TlsRequired {
+        /// The URL with any password removed.
+        url: String,
+        /// The server's message.
+        message: String,
+    },
     /// `DATABASE_URL` could not be understood.
     #[error("invalid DATABASE_URL {url}: {reason}")]
     InvalidUrl {
@@ -124,6 +147,9 @@ pub fn is_connection_error(e: &tokio_postgres::Error) -> bool {
 pub fn describe_pg(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         return db.message().to_owned();
+    }
+    if let Some(tls) = crate::tls::rustls_error(e) {
+        return format!("TLS: {tls}");
     }
     if let Some(io) = e.source().and_then(|s| s.downcast_ref::<std::io::Error>()) {
         return io_reason(io);

@@ -1,6 +1,7 @@
 //! ordo's event store on PostgreSQL.
 //!
 //! - [`db`]: `DATABASE_URL`, creating the database, the connection pool.
+//! - [`tls`]: TLS to PostgreSQL (`sslmode`, `sslrootcert`) through rustls.
 //! - [`migrations`]: the numbered SQL of `schemas/sql/`, applied once each.
 //! - [`privileges`]: the runtime role, what it may do, who may migrate.
 //! - [`position`]: positions in the global log and their tokens.
@@ -33,6 +34,7 @@ pub mod position;
 pub mod privileges;
 pub mod relay;
 pub mod store;
+pub mod tls;
 
 pub use store::group;
 

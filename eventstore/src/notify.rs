@@ -139,7 +139,7 @@ async fn listen(
 ) -> Result<(), crate::StoreError> {
     let (client, mut connection) = url
         .config()
-        .connect(tokio_postgres::NoTls)
+        .connect(url.connector()?)
         .await
         .map_err(|e| url.classify(e))?;
     let (messages_tx, mut messages) = mpsc::unbounded_channel();

@@ -13,13 +13,18 @@
 //! its own time. [`shop`] makes users, products and orders through the real
 //! executor, and runs a relay into the test's stream. [`servers`] has what
 //! outage tests need: a private nats-server to kill and restart, a TCP proxy
-//! to cut, and a reader of a whole JetStream stream.
+//! to cut, and a reader of a whole JetStream stream. [`PrivatePostgres`] is
+//! a PostgreSQL cluster of a test's own (with TLS if asked: [`certs`] makes
+//! a CA and server certificates), for tests that must configure the server;
+//! [`TestEnv::on_server`] puts a test's database there.
 //!
 //! The servers come from `DATABASE_URL` and `NATS_URL` (what `scripts/test`
 //! exports), defaulting to the local ones. Set `TEST_LOG=1` to see logs and
 //! `ORDO_TEST_KEEP=1` to keep the database and stream of a failing test.
 
+pub mod certs;
 pub mod log;
+pub mod postgres;
 pub mod running;
 pub mod servers;
 pub mod shop;
@@ -28,6 +33,7 @@ pub mod wait;
 use std::future::Future;
 use std::sync::Once;
 
+pub use postgres::{PostgresOptions, PrivatePostgres, TlsFiles};
 pub use running::Running;
 pub use wait::{eventually, poll, poll_blocking, throughout, wait_for};
 
@@ -107,8 +113,8 @@ impl TestDatabase {
         TestDatabase::fresh_on(&server_database_url())
     }
 
-    /// The same on another server (a private one the test started), `server`
-    /// naming any database on it as a role that may create and drop them.
+    /// The same on the server `server` names (its database is not used; its
+    /// user, `sslmode` and other parameters are).
     pub fn fresh_on(server: &DatabaseUrl) -> TestDatabase {
         init_tracing();
         let id = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
@@ -182,16 +188,15 @@ impl TestEnv {
     /// The same, on a NATS server of the test's choosing (a private one it
     /// will restart).
     pub async fn with_nats(nats_url: NatsUrl) -> TestEnv {
-        TestEnv::on(TestDatabase::fresh(), nats_url).await
+        TestEnv::on_server(&server_database_url(), nats_url).await
     }
 
-    /// A fresh database on the server of `server` (a private one), migrated
-    /// as the role `server` names, on the shared NATS server.
-    pub async fn on_server(server: &DatabaseUrl) -> TestEnv {
-        TestEnv::on(TestDatabase::fresh_on(server), nats_url()).await
-    }
-
-    async fn on(database: TestDatabase, nats_url: NatsUrl) -> TestEnv {
+    /// The same on the PostgreSQL server `database_server` names (a
+    /// [`PrivatePostgres`], a URL with `sslmode`) and the NATS server
+    /// `nats_url` names. Its database is created there by the user of
+    /// `database_server`; keep the server running until this is dropped.
+    pub async fn on_server(database_server: &DatabaseUrl, nats_url: NatsUrl) -> TestEnv {
+        let database = TestDatabase::fresh_on(database_server);
         let id = database.id.clone();
         let database_url = database.url.clone();
         eventstore::migrations::migrate(&database_url)

@@ -1,5 +1,6 @@
 //! Servers a test owns: a private nats-server it may stop and restart, and a
 //! TCP proxy it may cut, so outage tests never touch the shared servers.
+//! A private PostgreSQL is in [`crate::postgres`] (re-exported here).
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::PathBuf;
@@ -9,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
+
+pub use crate::postgres::{PostgresOptions, PrivatePostgres, TlsFiles};
 
 /// A free loopback port (bound and released; fine for tests).
 pub fn free_port() -> u16 {

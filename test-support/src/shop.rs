@@ -38,12 +38,11 @@ fn quantity(n: u32) -> Quantity {
 impl Shop {
     /// A shop on `env`'s database.
     pub fn new(env: &TestEnv) -> Shop {
-        Shop::on_pool(env.pool.clone())
+        Shop::on(EventStore::new(env.pool.clone()))
     }
 
-    /// A shop on the database of `pool` (connected as a role of the test's).
-    pub fn on_pool(pool: deadpool_postgres::Pool) -> Shop {
-        let store = EventStore::new(pool);
+    /// A shop on `store` (a migrated database of the test's choosing).
+    pub fn on(store: EventStore) -> Shop {
         Shop {
             executor: Executor::new(store.clone()),
             store,
