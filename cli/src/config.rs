@@ -44,8 +44,12 @@ pub struct GlobalArgs {
     /// The NOLOGIN role migrations create (if missing) and give exactly the
     /// privileges ordo's processes use; grant it to the login role of
     /// DATABASE_URL. Two deployments on one server use different names.
-    #[arg(long = "runtime-role", env = "ORDO_RUNTIME_ROLE", default_value = "ordo_runtime",
-          global = true)]
+    #[arg(
+        long = "runtime-role",
+        env = "ORDO_RUNTIME_ROLE",
+        default_value = "ordo_runtime",
+        global = true
+    )]
     pub runtime_role: eventstore::privileges::RuntimeRole,
 
     /// NATS server with JetStream.

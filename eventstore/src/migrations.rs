@@ -261,6 +261,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_a_migration_that_says_so_rewrites_events() {
+        let declared = Migration {
+            version: 99,
+            name: "reformat",
+            sql: "-- Reformat amounts.\n-- ordo: rewrites events\nupdate events set data = data;",
+        };
+        assert!(declared.rewrites_events());
+        let silent = Migration {
+            sql: "update events set data = data; -- ordo: rewrites events",
+            ..declared
+        };
+        assert!(!silent.rewrites_events(), "a marker on its own line only");
+        assert!(MIGRATIONS.iter().all(|m| !m.rewrites_events()));
+    }
+
+    #[test]
     fn migrations_are_numbered_from_one_without_gaps() {
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version as usize, i + 1, "{} is out of sequence", m.name);

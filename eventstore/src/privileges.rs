@@ -83,7 +83,10 @@ pub async fn ensure_role(
     role: &RuntimeRole,
 ) -> Result<(), StoreError> {
     let exists = client
-        .query_opt("select 1 from pg_roles where rolname = $1", &[&role.as_str()])
+        .query_opt(
+            "select 1 from pg_roles where rolname = $1",
+            &[&role.as_str()],
+        )
         .await?
         .is_some();
     if exists {
@@ -183,23 +186,34 @@ pub async fn is_superuser(client: &tokio_postgres::Client) -> Result<bool, Store
         .get(0))
 }
 
-/// Logs a warning when ordo runs as a superuser on a database that is not on
-/// this machine: one leaked connection string could then rewrite anything.
-/// Returns whether it warned.
+/// The warning for a process connected to `url` as a superuser
+/// (`superuser`), if it deserves one: when the database is not on this
+/// machine, one leaked connection string could rewrite anything.
+pub fn superuser_warning(url: &DatabaseUrl, superuser: bool) -> Option<String> {
+    (superuser && !is_local(url)).then(|| {
+        format!(
+            "ordo is connected to {url}, a PostgreSQL on another machine, as a superuser; run it \
+             as a login role that is a member of the runtime role (ORDO_RUNTIME_ROLE, default \
+             ordo_runtime) and keep the owner for `ordo migrate` (ORDO_MIGRATE_DATABASE_URL)"
+        )
+    })
+}
+
+/// Logs [`superuser_warning`] when it applies; returns whether it did.
 pub async fn warn_if_superuser(
     url: &DatabaseUrl,
     client: &tokio_postgres::Client,
 ) -> Result<bool, StoreError> {
-    if is_local(url) || !is_superuser(client).await? {
+    if is_local(url) {
         return Ok(false);
     }
-    tracing::warn!(
-        database = %url,
-        "ordo is connected to a remote PostgreSQL as a superuser; run it as a login role that \
-         is a member of the runtime role (ORDO_RUNTIME_ROLE, default ordo_runtime) and keep the \
-         owner for `ordo migrate` (ORDO_MIGRATE_DATABASE_URL)"
-    );
-    Ok(true)
+    match superuser_warning(url, is_superuser(client).await?) {
+        Some(warning) => {
+            tracing::warn!("{warning}");
+            Ok(true)
+        }
+        None => Ok(false),
+    }
 }
 
 #[cfg(test)]
@@ -209,13 +223,18 @@ mod tests {
 
     #[test]
     fn role_names_are_plain_identifiers() {
-        assert_eq!(
-            RuntimeRole::default().as_str(),
-            RuntimeRole::DEFAULT
-        );
+        assert_eq!(RuntimeRole::default().as_str(), RuntimeRole::DEFAULT);
         assert!("shop_a_runtime".parse::<RuntimeRole>().is_ok());
         assert!("_x1".parse::<RuntimeRole>().is_ok());
-        for bad in ["", "1abc", "Ordo", "a-b", "a\"b", "pg_monitor", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "1abc",
+            "Ordo",
+            "a-b",
+            "a\"b",
+            "pg_monitor",
+            &"a".repeat(64),
+        ] {
             let err = bad.parse::<RuntimeRole>().unwrap_err();
             assert!(err.contains("not a role name"), "{bad}: {err}");
         }
@@ -230,8 +249,34 @@ mod tests {
         assert!(!sql.contains("ordo_runtime"));
         // The log is never granted more than reading and appending.
         for line in sql.lines().filter(|l| l.contains(" on events ")) {
-            assert!(!line.contains("update") && !line.contains("delete"), "{line}");
+            assert!(
+                !line.contains("update") && !line.contains("delete"),
+                "{line}"
+            );
         }
+    }
+
+    #[test]
+    fn warns_of_superusers_on_remote_databases_only() {
+        let url = |s: &str| s.parse::<DatabaseUrl>().unwrap();
+        let remote = url("postgres://admin:pw@db.example.com/shop");
+        let warning = superuser_warning(&remote, true).unwrap();
+        assert!(
+            warning.contains("superuser")
+                && warning.contains("ORDO_RUNTIME_ROLE")
+                && warning.contains("db.example.com")
+                && !warning.contains("pw"),
+            "{warning}"
+        );
+        assert_eq!(superuser_warning(&remote, false), None);
+        assert_eq!(
+            superuser_warning(&url("postgres://127.0.0.1/shop"), true),
+            None
+        );
+        assert_eq!(
+            superuser_warning(&url("postgres:///shop?host=/run/postgresql"), true),
+            None
+        );
     }
 
     #[test]
