@@ -184,11 +184,13 @@ fn every_role_gets_its_configuration() {
                 .filter(|v| !v.is_empty())
                 .unwrap_or_else(|| panic!("service `{role}` does not set {key}"))
         };
-        assert_eq!(
-            expect("DATABASE_URL"),
-            "postgres://ordo:ordo@postgres:5432/ordo",
-            "{role}"
-        );
+        let database = if role == "migrate" {
+            // the owner migrates; everything else runs as the runtime login
+            "postgres://ordo:ordo@postgres:5432/ordo"
+        } else {
+            "postgres://ordo_app:ordo_app@postgres:5432/ordo"
+        };
+        assert_eq!(expect("DATABASE_URL"), database, "{role}");
         assert_eq!(expect("NATS_URL"), "nats://nats:4222", "{role}");
         assert_eq!(expect("ORDO_STREAM"), "ORDO_EVENTS", "{role}");
         assert_eq!(expect("ORDO_SUBJECT_PREFIX"), "events", "{role}");
@@ -464,6 +466,50 @@ fn the_bootstrap_token_is_a_secret_not_a_literal() {
             api::auth::TokenSecret::parse(line.split_whitespace().last().unwrap_or_default())
                 .is_none(),
             "a token literal in docker-compose.yml: {line}"
+        );
+    }
+}
+
+#[test]
+fn the_roles_log_in_as_a_member_of_the_runtime_role_and_only_migrate_as_the_owner() {
+    let compose = compose();
+    let postgres = service(&compose, "postgres");
+    let configs = postgres["configs"].as_vec().expect("postgres has configs");
+    let init = configs
+        .iter()
+        .find(|c| {
+            text(&c["target"]).is_some_and(|t| t.starts_with("/docker-entrypoint-initdb.d/"))
+        })
+        .expect("postgres runs an init script from /docker-entrypoint-initdb.d");
+    let source = text(&init["source"]).expect("the init config names its source");
+    let sql = text(&compose["configs"][source.as_str()]["content"])
+        .expect("the init script is a config with inline content");
+    let sql = sql.to_lowercase();
+    assert!(sql.contains("create role ordo_runtime nologin"), "{sql}");
+    assert!(
+        sql.contains("create role ordo_app login password 'ordo_app' in role ordo_runtime"),
+        "the login of the roles' DATABASE_URL is a member of ordo_runtime: {sql}"
+    );
+    assert!(
+        !sql.contains("superuser") && !sql.contains("createrole") && !sql.contains("grant all"),
+        "the login gets nothing else: {sql}"
+    );
+    // The owner that migrates is the image's own user.
+    assert_eq!(
+        env_value(postgres, "POSTGRES_USER").as_deref(),
+        Some("ordo")
+    );
+    let migrate = service(&compose, "migrate");
+    assert_eq!(
+        env_value(migrate, "DATABASE_URL").as_deref(),
+        Some("postgres://ordo:ordo@postgres:5432/ordo")
+    );
+    // No role sets another runtime role name than the one the script grants.
+    for role in ORDO_ROLES {
+        let name = env_value(service(&compose, role), "ORDO_RUNTIME_ROLE");
+        assert!(
+            matches!(name.as_deref(), None | Some("ordo_runtime")),
+            "{role}: {name:?}"
         );
     }
 }
