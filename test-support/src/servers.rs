@@ -39,24 +39,46 @@ fn nats_server_binary() -> PathBuf {
 
 /// A nats-server with JetStream on a free port and a temporary store,
 /// stopped and deleted on drop.
+///
+/// With `ORDO_TEST_NATS_TRACE=<file>` set, every private server logs each
+/// protocol line (`-DV`) to that file: which subjects a client publishes and
+/// subscribes to, and what the server refuses.
 #[derive(Debug)]
 pub struct PrivateNats {
     port: u16,
     store: tempfile::TempDir,
+    config: Option<PathBuf>,
     child: Option<Child>,
 }
 
 impl PrivateNats {
     /// Starts one and waits until it accepts clients.
     pub fn start() -> PrivateNats {
+        PrivateNats::launch(None)
+    }
+
+    /// Starts one with a configuration file (`nats-server -c`): its
+    /// authorization, TLS and anything else; the port, JetStream and store
+    /// still come from the command line.
+    pub fn start_with_config(config: &std::path::Path) -> PrivateNats {
+        PrivateNats::launch(Some(config.to_owned()))
+    }
+
+    fn launch(config: Option<PathBuf>) -> PrivateNats {
         let store = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let mut nats = PrivateNats {
             port: free_port(),
             store,
+            config,
             child: None,
         };
         nats.spawn();
         nats
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -67,7 +89,11 @@ impl PrivateNats {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new(nats_server_binary())
+        let mut command = Command::new(nats_server_binary());
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        command
             .args([
                 "-a",
                 "127.0.0.1",
@@ -76,14 +102,27 @@ impl PrivateNats {
                 "-js",
                 "-sd",
             ])
-            .arg(self.store.path())
+            .arg(self.store.path());
+        if let Some(log) = std::env::var_os("ORDO_TEST_NATS_TRACE") {
+            command.arg("-DV").arg("-l").arg(log);
+        }
+        // Its own output goes to a file beside its store, read when it fails
+        // to start (a pipe nobody reads would stall it, or end it when dropped).
+        let output = self.store.path().join("nats-server.out");
+        let stderr = std::fs::File::create(&output)
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null());
+        let mut child = command
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("start nats-server: {e}"));
-        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                let said = std::fs::read_to_string(&output).unwrap_or_default();
+                panic!("nats-server exited ({status}): {said}");
+            }
             assert!(
                 Instant::now() < deadline,
                 "nats-server did not start on port {}",
@@ -91,6 +130,7 @@ impl PrivateNats {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        self.child = Some(child);
     }
 
     /// Kills it (SIGKILL: no goodbye to clients) and waits for it to be gone.
