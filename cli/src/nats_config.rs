@@ -346,7 +346,11 @@ pub fn run(global: &GlobalArgs, args: &NatsConfigArgs) -> anyhow::Result<()> {
                 "{} {} already; pass --force to replace (every password changes: restart \
                  nats-server and every ordo process with the new files)",
                 existing.join(", "),
-                if existing.len() == 1 { "exists" } else { "exist" }
+                if existing.len() == 1 {
+                    "exists"
+                } else {
+                    "exist"
+                }
             );
         }
     }

@@ -11,7 +11,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
@@ -282,6 +281,7 @@ async fn every_role_works_under_its_own_user() {
     assert!(check.status.success(), "{}", text(&check));
 
     running.stop().await.unwrap();
+    server.refused_nothing_but_to("nobody");
 }
 
 #[tokio::test]
@@ -297,47 +297,18 @@ async fn every_role_works_as_the_ordo_user() {
     journey(&env).await;
     assert_eq!(ready(addr).await["nats"], "ok");
     running.stop().await.unwrap();
+    server.refused_nothing_but_to("nobody");
 }
 
-/// A client whose every server error is kept, to see what was refused.
-struct Watched {
-    client: async_nats::Client,
-    refused: Arc<Mutex<Vec<String>>>,
-}
-
-impl Watched {
-    async fn connect(nats: &NatsConnect) -> Watched {
-        let refused: Arc<Mutex<Vec<String>>> = Arc::default();
-        let options = nats.options("watched").unwrap().event_callback({
-            let refused = refused.clone();
-            move |event| {
-                let refused = refused.clone();
-                async move {
-                    if let async_nats::Event::ServerError(e) = event {
-                        refused.lock().unwrap().push(e.to_string());
-                    }
-                }
-            }
-        });
-        let client = options.connect(nats.url.as_str()).await.unwrap();
-        Watched { client, refused }
-    }
-
-    /// JetStream with short timeouts: refused requests get no answer.
-    fn jetstream(&self) -> jetstream::Context {
-        jetstream::ContextBuilder::new()
-            .timeout(Duration::from_secs(1))
-            .build(self.client.clone())
-    }
-
-    /// Waits for the server to refuse `what` on `subject` ("Publish" or
-    /// "Subscription").
-    async fn refused(&self, what: &str, subject: &str) {
-        let expected = format!("permissions violation for {what} to \"{subject}\"").to_lowercase();
+impl Secured {
+    /// Waits for the server to have refused `what` ("Publish" or
+    /// "Subscription") on `subject` to `user`.
+    async fn refused(&self, user: &str, what: &str, subject: &str) {
+        let expected = format!("{what} Violation - User \"{user}\", Subject \"{subject}\"");
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let seen = self.refused.lock().unwrap().clone();
-            if seen.iter().any(|e| e.to_lowercase().contains(&expected)) {
+            let seen = self.nats.violations();
+            if seen.iter().any(|v| v.starts_with(&expected)) {
                 return;
             }
             assert!(
@@ -347,6 +318,27 @@ impl Watched {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+
+    /// Asserts the server refused nothing to anyone but `except`.
+    fn refused_nothing_but_to(&self, except: &str) {
+        let others: Vec<String> = self
+            .nats
+            .violations()
+            .into_iter()
+            .filter(|v| !v.contains(&format!("User \"{except}\"")))
+            .collect();
+        assert!(others.is_empty(), "refused: {others:?}");
+    }
+}
+
+/// A relay connected as `relay`, running until stopped.
+async fn spawn_relay_as(env: &TestEnv, server: &Secured) -> Running<anyhow::Result<()>> {
+    let relay = system_as(env, server.user("relay"), "ordo-relay").await;
+    Running::spawn(|stop| async move {
+        let mut roles = Roles::new(stop);
+        relay.start_relay(&mut roles)?;
+        roles.run_until_stopped().await
+    })
 }
 
 #[tokio::test]
@@ -359,17 +351,21 @@ async fn the_subscriber_reads_through_its_own_consumer_and_nothing_else() {
     ]);
     let (stream, prefix) = default_names();
     let env = TestEnv::with_nats_as(server.user("admin"), stream.clone(), prefix.clone()).await;
-    let relay = system_as(&env, server.user("relay"), "ordo-relay").await;
+    let relay = spawn_relay_as(&env, &server).await;
     let projector = system_as(&env, server.user("projector"), "ordo-projector").await;
-    let running = Running::spawn(|stop| async move {
+    let projecting = Running::spawn(|stop| async move {
         let mut roles = Roles::new(stop);
-        relay.start_relay(&mut roles)?;
         projector.start_projectors(&mut roles, &[Projection::Orders])?;
         roles.run_until_stopped().await
     });
     let shop = Shop::new(&env);
     let (user, _) = shop.register_user("Subscriber").await;
     let (product, _) = shop.create_product(5, "1.00").await;
+    let (order, _) = shop.place_order(user, &[(product, 1)]).await;
+    projected(&env, ORDER_STATUS, order.as_uuid(), "pending").await;
+    // A relay that resumes reads the stream's last message: allowed too.
+    relay.stop().await.unwrap();
+    let relay = spawn_relay_as(&env, &server).await;
     let (order, _) = shop.place_order(user, &[(product, 1)]).await;
     projected(&env, ORDER_STATUS, order.as_uuid(), "pending").await;
     let events: i64 = env
@@ -381,8 +377,13 @@ async fn the_subscriber_reads_through_its_own_consumer_and_nothing_else() {
         .get(0);
 
     // It reads every event through its own durable consumer, acking each.
-    let subscriber = Watched::connect(&server.user("subscriber")).await;
-    let js = subscriber.jetstream();
+    let client = eventstore::nats::connect(&server.user("subscriber"), "subscriber")
+        .await
+        .unwrap();
+    // Short timeouts: a refused request gets no answer.
+    let js = jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(1))
+        .build(client.clone());
     let ordo_stream = js.get_stream(stream.as_str()).await.unwrap();
     let audit = ordo_stream
         .create_consumer(consumer::pull::Config {
@@ -394,21 +395,10 @@ async fn the_subscriber_reads_through_its_own_consumer_and_nothing_else() {
     let mut read = 0;
     let mut batch = audit.fetch().max_messages(100).messages().await.unwrap();
     while let Some(message) = batch.next().await {
-        let message = message.unwrap();
-        message.ack().await.unwrap();
+        message.unwrap().ack().await.unwrap();
         read += 1;
     }
     assert_eq!(read, events, "every event, once");
-    // Also filtered (current clients put the filter in the subject).
-    let mirror = ordo_stream
-        .create_consumer(consumer::pull::Config {
-            durable_name: Some("mirror".into()),
-            filter_subject: prefix.wildcard(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(mirror.cached_info().num_pending as i64, events);
     let info = poll(
         Duration::from_secs(5),
         || async {
@@ -422,74 +412,90 @@ async fn the_subscriber_reads_through_its_own_consumer_and_nothing_else() {
     )
     .await;
     assert_eq!((info.num_pending, info.num_ack_pending), (0, 0), "acked");
-    assert!(subscriber.refused.lock().unwrap().is_empty());
+    // Also filtered (current clients put the filter in the subject).
+    let mirror = ordo_stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("mirror".into()),
+            filter_subject: prefix.wildcard(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(mirror.cached_info().num_pending as i64, events);
+    ordo_stream.delete_consumer("mirror").await.unwrap();
+    // Older clients create durable consumers on the subject of their own.
+    let legacy: jetstream::response::Response<consumer::Info> = js
+        .request(
+            format!("CONSUMER.DURABLE.CREATE.{}.mirror", stream.as_str()),
+            &serde_json::json!({
+                "stream_name": stream.as_str(),
+                "config": { "durable_name": "mirror", "ack_policy": "explicit" },
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(legacy, jetstream::response::Response::Ok(ref info) if info.name == "mirror"),
+        "{legacy:?}"
+    );
+    ordo_stream.delete_consumer("mirror").await.unwrap();
+    server.refused_nothing_but_to("nobody");
 
     // What it may not do. The admin learns a live consumer of ordo's.
     let ordo_consumer = consumer_names(&env.jetstream, &stream)
         .await
         .into_iter()
-        .find(|name| name != "audit" && name != "mirror")
+        .find(|name| name != "audit")
         .unwrap();
     let s = stream.as_str();
-    let client = &subscriber.client;
     let forged = format!("{prefix}.order.{}.OrderCancelled", uuid::Uuid::new_v4());
     client.publish(forged.clone(), "{}".into()).await.unwrap();
-    let _ = js.delete_stream(s).await;
-    let _ = ordo_stream.purge().await;
-    let _ = js
-        .update_stream(eventstore::nats::stream_config(&stream, &prefix))
-        .await;
-    let _ = js.delete_consumer_from_stream(&ordo_consumer, s).await;
     let next = format!("$JS.API.CONSUMER.MSG.NEXT.{s}.{ordo_consumer}");
     client
         .publish_with_reply(next.clone(), client.new_inbox(), "{\"batch\":1}".into())
         .await
         .unwrap();
-    let _ = ordo_stream
-        .create_consumer(consumer::pull::Config {
-            durable_name: Some("other".into()),
-            ..Default::default()
-        })
-        .await;
-    let names: Vec<_> = ordo_stream.consumer_names().collect().await;
-    assert!(names.iter().all(|n| n.is_err()), "{names:?}");
-    let listed: Vec<_> = ordo_stream.consumers().collect().await;
-    assert!(listed.iter().all(|n| n.is_err()));
+    // Refused requests go unanswered: all at once, each given up after 1 s.
+    // (Paged listings ask again and again when unanswered: one page each.)
+    let update = eventstore::nats::stream_config(&stream, &prefix);
+    let other = consumer::pull::Config {
+        durable_name: Some("other".into()),
+        ..Default::default()
+    };
+    let (mut names, mut listed) = (ordo_stream.consumer_names(), ordo_stream.consumers());
+    let one_second = Duration::from_secs(1);
+    let _ = tokio::join!(
+        js.delete_stream(s),
+        ordo_stream.purge(),
+        js.update_stream(&update),
+        js.delete_consumer_from_stream(&ordo_consumer, s),
+        ordo_stream.create_consumer(other),
+        tokio::time::timeout(one_second, names.next()),
+        tokio::time::timeout(one_second, listed.next()),
+    );
     let mut snoop = client.subscribe("_INBOX_relay.>").await.unwrap();
     let mut everyone = client.subscribe("_INBOX.>").await.unwrap();
     client.flush().await.unwrap();
 
-    subscriber.refused("publish", &forged).await;
-    subscriber
-        .refused("publish", &format!("$JS.API.STREAM.DELETE.{s}"))
+    for subject in [
+        forged.clone(),
+        format!("$JS.API.STREAM.DELETE.{s}"),
+        format!("$JS.API.STREAM.PURGE.{s}"),
+        format!("$JS.API.STREAM.UPDATE.{s}"),
+        format!("$JS.API.CONSUMER.DELETE.{s}.{ordo_consumer}"),
+        next,
+        format!("$JS.API.CONSUMER.CREATE.{s}.other"),
+        format!("$JS.API.CONSUMER.NAMES.{s}"),
+        format!("$JS.API.CONSUMER.LIST.{s}"),
+    ] {
+        server.refused("subscriber", "Publish", &subject).await;
+    }
+    server
+        .refused("subscriber", "Subscription", "_INBOX_relay.>")
         .await;
-    subscriber
-        .refused("publish", &format!("$JS.API.STREAM.PURGE.{s}"))
+    server
+        .refused("subscriber", "Subscription", "_INBOX.>")
         .await;
-    subscriber
-        .refused("publish", &format!("$JS.API.STREAM.UPDATE.{s}"))
-        .await;
-    subscriber
-        .refused(
-            "publish",
-            &format!("$JS.API.CONSUMER.DELETE.{s}.{ordo_consumer}"),
-        )
-        .await;
-    subscriber.refused("publish", &next).await;
-    subscriber
-        .refused(
-            "publish",
-            &format!("$JS.API.CONSUMER.DURABLE.CREATE.{s}.other"),
-        )
-        .await;
-    subscriber
-        .refused("publish", &format!("$JS.API.CONSUMER.NAMES.{s}"))
-        .await;
-    subscriber
-        .refused("publish", &format!("$JS.API.CONSUMER.LIST.{s}"))
-        .await;
-    subscriber.refused("subscription", "_INBOX_relay.>").await;
-    subscriber.refused("subscription", "_INBOX.>").await;
     assert!(
         tokio::time::timeout(Duration::from_millis(200), snoop.next())
             .await
@@ -508,7 +514,9 @@ async fn the_subscriber_reads_through_its_own_consumer_and_nothing_else() {
     assert!(consumer_names(&env.jetstream, &stream)
         .await
         .contains(&ordo_consumer));
-    running.stop().await.unwrap();
+    server.refused_nothing_but_to("subscriber");
+    relay.stop().await.unwrap();
+    projecting.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -832,4 +840,5 @@ async fn the_journey_over_tls_with_client_certificates() {
     journey(&env).await;
     assert_eq!(ready(addr).await["nats"], "ok");
     running.stop().await.unwrap();
+    server.refused_nothing_but_to("nobody");
 }

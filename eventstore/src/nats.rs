@@ -620,6 +620,7 @@ fn log_event(client: &str, event: async_nats::Event) {
             }
         }
         async_nats::Event::Disconnected => tracing::warn!(client, "NATS connection lost"),
+        async_nats::Event::ClientError(e) => tracing::warn!(client, "NATS: {e}"),
         async_nats::Event::Connected => tracing::debug!(client, "NATS connected"),
         other => tracing::debug!(client, "NATS: {other}"),
     }

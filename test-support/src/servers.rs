@@ -40,9 +40,10 @@ fn nats_server_binary() -> PathBuf {
 /// A nats-server with JetStream on a free port and a temporary store,
 /// stopped and deleted on drop.
 ///
-/// With `ORDO_TEST_NATS_TRACE=<file>` set, every private server logs each
-/// protocol line (`-DV`) to that file: which subjects a client publishes and
-/// subscribes to, and what the server refuses.
+/// Its log is kept beside its store ([`PrivateNats::violations`] reads what
+/// it refused). With `ORDO_TEST_NATS_TRACE=<file>` set, every private server
+/// also logs each protocol line (`-DV`: which subjects each client publishes
+/// and subscribes to) and appends its log to that file when dropped.
 #[derive(Debug)]
 pub struct PrivateNats {
     port: u16,
@@ -103,13 +104,16 @@ impl PrivateNats {
                 "-sd",
             ])
             .arg(self.store.path());
-        if let Some(log) = std::env::var_os("ORDO_TEST_NATS_TRACE") {
-            command.arg("-DV").arg("-l").arg(log);
+        if std::env::var_os("ORDO_TEST_NATS_TRACE").is_some() {
+            command.arg("-DV");
         }
-        // Its own output goes to a file beside its store, read when it fails
-        // to start (a pipe nobody reads would stall it, or end it when dropped).
-        let output = self.store.path().join("nats-server.out");
-        let stderr = std::fs::File::create(&output)
+        // Its log goes to a file beside its store, read when it fails to
+        // start (a pipe nobody reads would stall it, or end it when dropped).
+        let output = self.log_file();
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&output)
             .map(Stdio::from)
             .unwrap_or_else(|_| Stdio::null());
         let mut child = command
@@ -133,6 +137,25 @@ impl PrivateNats {
         self.child = Some(child);
     }
 
+    fn log_file(&self) -> PathBuf {
+        self.store.path().join("nats-server.log")
+    }
+
+    /// Every publish and subscription it refused for want of a permission,
+    /// as it logged them (`Publish Violation - User "u", Subject "s"`).
+    pub fn violations(&self) -> Vec<String> {
+        std::fs::read_to_string(self.log_file())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| {
+                let at = line
+                    .find("Publish Violation")
+                    .or_else(|| line.find("Subscription Violation"))?;
+                Some(line[at..].to_owned())
+            })
+            .collect()
+    }
+
     /// Kills it (SIGKILL: no goodbye to clients) and waits for it to be gone.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -151,6 +174,16 @@ impl PrivateNats {
 impl Drop for PrivateNats {
     fn drop(&mut self) {
         self.kill();
+        if let Some(trace) = std::env::var_os("ORDO_TEST_NATS_TRACE") {
+            let log = std::fs::read(self.log_file()).unwrap_or_default();
+            if let Ok(mut file) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(trace)
+            {
+                let _ = std::io::Write::write_all(&mut file, &log);
+            }
+        }
     }
 }
 
