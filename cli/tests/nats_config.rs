@@ -62,6 +62,27 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// `ordo` on `env`'s database and stream, on the server `nats`.
+fn ordo_on(env: &TestEnv, nats: &PrivateNats) -> Command {
+    let mut command = ordo();
+    command
+        .env("DATABASE_URL", env.database_url.expose())
+        .env("NATS_URL", nats.url().as_str())
+        .env("ORDO_STREAM", env.stream.as_str())
+        .env("ORDO_SUBJECT_PREFIX", env.prefix.as_str());
+    command
+}
+
+/// An `ordo` process, killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `KEY=value` lines of a credentials file.
 fn env_file(path: &Path) -> HashMap<String, String> {
     std::fs::read_to_string(path)
@@ -682,16 +703,15 @@ async fn an_unprotected_stream_is_refused_until_protected_or_allowed() {
         "{message}"
     );
     // The relay stops for good with it, and so does the saga coordinator.
-    let system = env.system();
-    let relay = system.relay().unwrap();
-    let ended = tokio::time::timeout(Duration::from_secs(20), relay.run(Default::default()))
-        .await
-        .expect("the relay gives up at once");
-    assert!(ended
-        .unwrap_err()
-        .to_string()
-        .contains("ordo protect-stream"));
-    let saga = system.saga(None).unwrap();
+    let relay = ordo_on(&env, &nats).arg("relay").output().unwrap();
+    let stderr = String::from_utf8_lossy(&relay.stderr);
+    assert_eq!(relay.status.code(), Some(1), "{}", text(&relay));
+    assert!(
+        stderr.contains("error: relay failed: JetStream stream")
+            && stderr.contains("ordo protect-stream"),
+        "{stderr}"
+    );
+    let saga = env.system().saga(None).unwrap();
     let ended = tokio::time::timeout(Duration::from_secs(20), saga.run(Default::default()))
         .await
         .expect("the saga coordinator gives up at once");
@@ -701,22 +721,32 @@ async fn an_unprotected_stream_is_refused_until_protected_or_allowed() {
         .contains("ordo protect-stream"));
 
     // The opt-out runs on it.
-    eventstore::nats::ensure_stream(&env.jetstream, &env.stream, &env.prefix, Unprotected::Allow)
-        .await
-        .unwrap();
-    let out = ordo().arg("relay").arg("--help").output().unwrap();
-    assert!(text(&out).contains("ORDO_ALLOW_UNPROTECTED_STREAM"));
+    let allowed = Child(
+        ordo_on(&env, &nats)
+            .arg("relay")
+            .env("ORDO_ALLOW_UNPROTECTED_STREAM", "true")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    Shop::new(&env).register_user("Allowed").await;
+    let published = poll(
+        Duration::from_secs(20),
+        || async {
+            let stream = env.jetstream.get_stream(env.stream.as_str()).await.unwrap();
+            stream.cached_info().state.messages
+        },
+        |messages| *messages == 1,
+    )
+    .await;
+    assert_eq!(
+        published, 1,
+        "the relay published on the unprotected stream"
+    );
+    drop(allowed);
 
     // The fix: `ordo protect-stream`, then the stream is ordo's again.
-    let protect = || {
-        ordo()
-            .arg("protect-stream")
-            .env("NATS_URL", nats.url().as_str())
-            .env("ORDO_STREAM", env.stream.as_str())
-            .env("ORDO_SUBJECT_PREFIX", env.prefix.as_str())
-            .output()
-            .unwrap()
-    };
+    let protect = || ordo_on(&env, &nats).arg("protect-stream").output().unwrap();
     let out = protect();
     assert!(out.status.success(), "{}", text(&out));
     assert!(
@@ -736,6 +766,60 @@ async fn an_unprotected_stream_is_refused_until_protected_or_allowed() {
     assert!(config.deny_delete && config.deny_purge);
     let again = protect();
     assert!(text(&again).contains("already denies"), "{}", text(&again));
+}
+
+#[test]
+fn the_configuration_is_not_overwritten_without_force_and_credentials_stay_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = generate(&["--nats-stream", "SHOP", "--subject-prefix", "shop"]);
+    let conf_path = dir.path().join("nats-server.conf");
+    let conf = std::fs::read_to_string(&conf_path).unwrap();
+    assert!(
+        conf.contains("\"shop.*.*.*\", \"$JS.API.STREAM.INFO.SHOP\""),
+        "{conf}"
+    );
+    assert!(!conf.contains("ORDO_EVENTS") && !conf.contains("$JS.API.>"));
+    let relay = env_file(&dir.path().join("relay.env"));
+    assert!(!conf.contains(&relay["NATS_PASSWORD"]), "only its hash");
+    for user in [
+        "relay",
+        "projector",
+        "saga",
+        "api",
+        "ordo",
+        "subscriber",
+        "admin",
+    ] {
+        let file = dir.path().join(format!("{user}.env"));
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{user}.env");
+        assert_eq!(env_file(&file)["NATS_USER"], user);
+    }
+
+    let again = ordo()
+        .args(["nats-config", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(text(&again).contains("pass --force"), "{}", text(&again));
+    assert_eq!(
+        std::fs::read_to_string(&conf_path).unwrap(),
+        conf,
+        "untouched"
+    );
+
+    let forced = ordo()
+        .args(["nats-config", "--force", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(forced.status.success(), "{}", text(&forced));
+    let renewed = env_file(&dir.path().join("relay.env"));
+    assert_ne!(
+        renewed["NATS_PASSWORD"], relay["NATS_PASSWORD"],
+        "new passwords"
+    );
 }
 
 #[tokio::test]
