@@ -676,6 +676,14 @@ async fn the_stream_denies_message_deletes_and_purges() {
     );
     let mut stream = env.jetstream.get_stream(env.stream.as_str()).await.unwrap();
     assert_eq!(stream.info().await.unwrap().state.messages, 1);
+    // The flags do not stop deleting the whole stream: permissions do.
+    assert!(
+        env.jetstream
+            .delete_stream(env.stream.as_str())
+            .await
+            .unwrap()
+            .success
+    );
 }
 
 #[tokio::test]
@@ -917,6 +925,15 @@ async fn the_journey_over_tls_with_client_certificates() {
         .unwrap_err()
         .to_string();
     assert!(no_cert.contains("NATS_TLS_CERT"), "{no_cert}");
+
+    // TLS settings make TLS required: a server without it is refused.
+    let plain = PrivateNats::start();
+    let in_clear = NatsConnect::new(plain.url()).with_ca(&pki.ca);
+    let refused = eventstore::nats::connect(&in_clear, "t").await.unwrap_err();
+    assert!(
+        matches!(refused, BusError::Tls { .. }) && refused.to_string().contains("without TLS"),
+        "{refused:?}"
+    );
 
     let (stream, prefix) = default_names();
     let env = TestEnv::with_nats_as(tls("admin"), stream, prefix).await;

@@ -550,7 +550,10 @@ impl NatsConnect {
     /// What a failed TLS handshake should say.
     fn tls_failed(&self, reason: String) -> BusError {
         let lower = reason.to_lowercase();
-        let fix = if lower.contains("certificaterequired")
+        let fix = if lower.contains("corrupt message") || lower.contains("invalidcontenttype") {
+            "the server answered in clear, without TLS: give it a tls block, or unset \
+             NATS_TLS_CA, NATS_TLS_CERT and NATS_TLS_KEY"
+        } else if lower.contains("certificaterequired")
             || lower.contains("certificate required")
             || lower.contains("bad certificate")
             || lower.contains("badcertificate")
@@ -658,8 +661,14 @@ fn classify_connect_error(target: &NatsConnect, e: &async_nats::ConnectError) ->
         async_nats::ConnectErrorKind::Io => {
             let reason = source.unwrap_or_else(|| "connection refused".to_owned());
             let lower = reason.to_lowercase();
-            if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake")
-            {
+            let tls_words = [
+                "certificate",
+                "tls",
+                "handshake",
+                "alert",
+                "corrupt message",
+            ];
+            if tls_words.iter().any(|word| lower.contains(word)) {
                 return target.tls_failed(reason);
             }
             if lower.contains("authorization violation") {
