@@ -776,6 +776,62 @@ async fn an_unprotected_stream_is_refused_until_protected_or_allowed() {
     assert!(text(&again).contains("already denies"), "{}", text(&again));
 }
 
+#[tokio::test]
+async fn an_operator_protects_an_old_stream_as_admin_after_securing_the_server() {
+    // A server as it ran before: no authorization, a stream without the flags.
+    let dir = generate(&[]);
+    let conf = dir.path().join("server.conf");
+    std::fs::write(&conf, "# no authorization yet\n").unwrap();
+    let mut nats = PrivateNats::start_with_config(&conf);
+    let (stream, prefix) = default_names();
+    let anonymous = eventstore::nats::connect(&NatsConnect::new(nats.url()), "t")
+        .await
+        .unwrap();
+    let mut old = eventstore::nats::stream_config(&stream, &prefix);
+    (old.deny_delete, old.deny_purge) = (false, false);
+    jetstream::new(anonymous).create_stream(old).await.unwrap();
+
+    // Secured with the generated users, on the same store.
+    std::fs::write(&conf, "include \"nats-server.conf\"\n").unwrap();
+    nats.restart();
+    let server = Secured { dir, nats };
+    let relay = eventstore::nats::connect(&server.user("relay"), "relay")
+        .await
+        .unwrap();
+    let refused = eventstore::nats::ensure_stream(
+        &jetstream::new(relay.clone()),
+        &stream,
+        &prefix,
+        Unprotected::Refuse,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(refused, BusError::UnprotectedStream { .. }),
+        "{refused:?}"
+    );
+
+    let admin = env_file(&server.dir.path().join("admin.env"));
+    let out = ordo()
+        .arg("protect-stream")
+        .env("NATS_URL", server.url().as_str())
+        .env("NATS_USER", &admin["NATS_USER"])
+        .env("NATS_PASSWORD", &admin["NATS_PASSWORD"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("now denies"), "{}", text(&out));
+    eventstore::nats::ensure_stream(
+        &jetstream::new(relay),
+        &stream,
+        &prefix,
+        Unprotected::Refuse,
+    )
+    .await
+    .unwrap();
+    server.refused_nothing_but_to("nobody");
+}
+
 #[test]
 fn the_configuration_is_not_overwritten_without_force_and_credentials_stay_private() {
     use std::os::unix::fs::PermissionsExt as _;
