@@ -860,6 +860,40 @@ mod tests {
     }
 
     #[test]
+    fn each_user_replies_on_its_own_inbox_unless_told_otherwise() {
+        let url: NatsUrl = "nats://127.0.0.1:4222".parse().unwrap();
+        let anonymous = NatsConnect::new(url.clone());
+        assert_eq!(anonymous.inbox_prefix(), "_INBOX");
+        let relay = anonymous.clone().with_user("relay", "secret");
+        assert_eq!(relay.inbox_prefix(), "_INBOX_relay");
+        let odd = anonymous.clone().with_user("a.b", "secret");
+        assert_eq!(odd.inbox_prefix(), "_INBOX", "not one token: the default");
+        let mut told = relay.clone();
+        told.inbox_prefix = Some("_INBOX.ordo".parse().unwrap());
+        assert_eq!(told.inbox_prefix(), "_INBOX.ordo");
+        for bad in ["", "a.*", "a.>", "a..b", "a b", "a."] {
+            assert!(bad.parse::<InboxPrefix>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        let relay = NatsConnect::new("nats://127.0.0.1:4222".parse().unwrap())
+            .with_user("relay", "hunter2");
+        assert!(!format!("{relay:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_stream_is_protected_by_both_flags() {
+        let mut config = stream_config(&"S".parse().unwrap(), &"p".parse().unwrap());
+        assert_eq!(unprotected(&config), None);
+        config.deny_purge = false;
+        assert_eq!(unprotected(&config), Some("purges"));
+        config.deny_delete = false;
+        assert_eq!(unprotected(&config), Some("message deletes and purges"));
+    }
+
+    #[test]
     fn builds_subjects() {
         let prefix: SubjectPrefix = "events".parse().unwrap();
         assert_eq!(prefix.wildcard(), "events.>");
