@@ -6,11 +6,15 @@
 //! it with a one-line message before anything runs.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use eventstore::db::DatabaseUrl;
-use eventstore::nats::{NatsUrl, StreamName, SubjectPrefix};
+use eventstore::nats::{
+    BusError, ConsumerName, InboxPrefix, NatsAuth, NatsConnect, NatsPassword, NatsTls, NatsUrl,
+    StreamName, SubjectPrefix, Unprotected,
+};
 
 /// ordo: an event-sourced order system on PostgreSQL and NATS JetStream.
 #[derive(Debug, Parser)]
@@ -61,6 +65,51 @@ pub struct GlobalArgs {
     )]
     pub nats_url: NatsUrl,
 
+    /// NATS user, with NATS_PASSWORD (`ordo nats-config` writes one per role).
+    #[arg(long = "nats-user", env = "NATS_USER", global = true)]
+    pub nats_user: Option<String>,
+
+    /// Password of NATS_USER.
+    #[arg(
+        long = "nats-password",
+        env = "NATS_PASSWORD",
+        global = true,
+        hide_env_values = true
+    )]
+    pub nats_password: Option<NatsPassword>,
+
+    /// NATS credentials file (a user JWT and its nkey seed), instead of a user and password.
+    #[arg(long = "nats-creds", env = "NATS_CREDS", global = true)]
+    pub nats_creds: Option<PathBuf>,
+
+    /// File holding a NATS user nkey seed, instead of a user and password.
+    #[arg(long = "nats-nkey", env = "NATS_NKEY", global = true)]
+    pub nats_nkey: Option<PathBuf>,
+
+    /// CA certificate(s), PEM, that signed the NATS server's certificate; any NATS_TLS_* setting requires TLS.
+    #[arg(long = "nats-tls-ca", env = "NATS_TLS_CA", global = true)]
+    pub nats_tls_ca: Option<PathBuf>,
+
+    /// Client certificate, PEM, for a NATS server that verifies its clients (with NATS_TLS_KEY).
+    #[arg(long = "nats-tls-cert", env = "NATS_TLS_CERT", global = true)]
+    pub nats_tls_cert: Option<PathBuf>,
+
+    /// Private key, PEM, of NATS_TLS_CERT.
+    #[arg(long = "nats-tls-key", env = "NATS_TLS_KEY", global = true)]
+    pub nats_tls_key: Option<PathBuf>,
+
+    /// Prefix of the subjects NATS replies arrive on [default: _INBOX_<NATS_USER> with NATS_USER, else _INBOX].
+    #[arg(long = "nats-inbox-prefix", env = "NATS_INBOX_PREFIX", global = true)]
+    pub nats_inbox_prefix: Option<InboxPrefix>,
+
+    /// Run on an existing stream that allows message deletes or purges (`ordo protect-stream` stops that).
+    #[arg(
+        long = "allow-unprotected-stream",
+        env = "ORDO_ALLOW_UNPROTECTED_STREAM",
+        global = true
+    )]
+    pub allow_unprotected_stream: bool,
+
     /// JetStream stream events are published to.
     #[arg(
         id = "nats_stream",
@@ -93,6 +142,75 @@ pub struct GlobalArgs {
         global = true
     )]
     pub log_format: LogFormat,
+}
+
+impl GlobalArgs {
+    /// How to connect to NATS, from NATS_URL and the NATS_* settings; an
+    /// error names the setting to fix.
+    pub fn nats(&self) -> Result<NatsConnect, BusError> {
+        let auth = match (
+            &self.nats_user,
+            &self.nats_password,
+            &self.nats_creds,
+            &self.nats_nkey,
+        ) {
+            (None, None, None, None) => NatsAuth::Anonymous,
+            (Some(user), Some(password), None, None) => NatsAuth::UserPassword {
+                user: user.clone(),
+                password: password.clone(),
+            },
+            (Some(_), None, None, None) => {
+                return Err(setting("NATS_PASSWORD", "NATS_USER is set without it"))
+            }
+            (None, Some(_), None, None) => {
+                return Err(setting("NATS_USER", "NATS_PASSWORD is set without it"))
+            }
+            (None, None, Some(creds), None) => NatsAuth::Creds(creds.clone()),
+            (None, None, None, Some(nkey)) => NatsAuth::NKey(nkey.clone()),
+            _ => {
+                return Err(setting(
+                    "NATS_CREDS",
+                    "set one way to log in to NATS: NATS_USER and NATS_PASSWORD, NATS_CREDS, \
+                     or NATS_NKEY",
+                ))
+            }
+        };
+        let client = match (&self.nats_tls_cert, &self.nats_tls_key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(setting("NATS_TLS_KEY", "NATS_TLS_CERT is set without it"))
+            }
+            (None, Some(_)) => {
+                return Err(setting("NATS_TLS_CERT", "NATS_TLS_KEY is set without it"))
+            }
+        };
+        Ok(NatsConnect {
+            url: self.nats_url.clone(),
+            auth,
+            tls: NatsTls {
+                ca: self.nats_tls_ca.clone(),
+                client,
+            },
+            inbox_prefix: self.nats_inbox_prefix.clone(),
+        })
+    }
+
+    /// Whether an existing stream without deny_delete and deny_purge is used.
+    pub fn unprotected_stream(&self) -> Unprotected {
+        if self.allow_unprotected_stream {
+            Unprotected::Allow
+        } else {
+            Unprotected::Refuse
+        }
+    }
+}
+
+fn setting(variable: &'static str, reason: &str) -> BusError {
+    BusError::Setting {
+        variable,
+        reason: reason.to_owned(),
+    }
 }
 
 /// How log lines are written.
@@ -300,6 +418,29 @@ pub enum Command {
         #[command(subcommand)]
         scenario: BenchScenario,
     },
+    /// Writes a nats-server configuration with one user per role, each
+    /// allowed only the subjects it needs, and each user's credentials
+    /// (`docs/reference/nats-security.md`).
+    NatsConfig(NatsConfigArgs),
+    /// Sets deny_delete and deny_purge on the existing stream, as a NATS
+    /// user allowed to update it (they can be added, never removed).
+    ProtectStream,
+}
+
+/// What `ordo nats-config` writes.
+#[derive(Debug, Clone, Args)]
+pub struct NatsConfigArgs {
+    /// Directory to write nats-server.conf and one `<user>.env` per user
+    /// into (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace an existing configuration (every password changes).
+    #[arg(long)]
+    pub force: bool,
+    /// A durable consumer the `subscriber` user may create and read (repeat
+    /// for more); it may use no other.
+    #[arg(long = "subscriber-consumer", default_value = "subscriber")]
+    pub subscriber_consumers: Vec<ConsumerName>,
 }
 
 /// What `ordo token` does.

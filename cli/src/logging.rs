@@ -7,6 +7,15 @@ use crate::config::LogFormat;
 
 /// Installs the global subscriber.
 pub fn init(filter: &str, format: LogFormat) {
+    // The NATS client's own connection errors say again what ordo reports
+    // itself: the first connection's failure as the process's one-line
+    // error naming the setting to fix, later ones as warnings (see
+    // `eventstore::nats`). Silenced unless the filter names the client.
+    let filter = if filter.contains("async_nats") {
+        filter.to_owned()
+    } else {
+        format!("{filter},async_nats::connector=off")
+    };
     // The filter was validated when the command line was parsed.
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

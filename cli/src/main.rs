@@ -4,13 +4,15 @@
 //!   `docs/reference/configuration.md`).
 //! - [`logging`], [`shutdown`]: process plumbing.
 //! - [`run`]: what each subcommand does; [`events`] the audit query;
-//!   [`ops`] rebuild, check and status; [`token`] `ordo token`.
+//!   [`ops`] rebuild, check and status; [`token`] `ordo token`;
+//!   [`nats_config`] `ordo nats-config`.
 //! - [`bench`]: the benchmarks of `ordo bench`.
 
 mod bench;
 mod config;
 mod events;
 mod logging;
+mod nats_config;
 mod ops;
 mod run;
 mod shutdown;
@@ -30,6 +32,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     // clap prints usage errors itself and exits with status 2.
     let cli = config::Cli::parse();
+    // NATS settings that cannot go together are a bad command line too.
+    if let Err(e) = cli.global.nats() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     logging::init(&cli.global.log_filter, cli.global.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -36,7 +36,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Check => {
             let pool = global.database_url.pool(10)?;
             check_postgres(&global, &pool).await?;
-            let nats = eventstore::nats::connect(&global.nats_url, "ordo-check").await?;
+            let nats = eventstore::nats::connect(&global.nats()?, "ordo-check").await?;
             crate::ops::check(&pool, &async_nats::jetstream::new(nats), &global.stream).await
         }
         Command::Status => {
@@ -58,7 +58,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::token::run(&api::auth::TokenStore::new(pool), action).await
         }
         Command::Bench { scenario } => bench(&global, scenario).await,
+        Command::NatsConfig(args) => crate::nats_config::run(&global, &args),
+        Command::ProtectStream => protect_stream(&global).await,
     }
+}
+
+/// `ordo protect-stream`: deny_delete and deny_purge on the existing stream.
+async fn protect_stream(global: &GlobalArgs) -> anyhow::Result<()> {
+    let nats = eventstore::nats::connect(&global.nats()?, "ordo-protect-stream").await?;
+    let js = async_nats::jetstream::new(nats);
+    match eventstore::nats::protect_stream(&js, &global.stream, &global.subject_prefix).await? {
+        eventstore::nats::Protection::Already => println!(
+            "stream {} already denies message deletes and purges",
+            global.stream
+        ),
+        eventstore::nats::Protection::Added => println!(
+            "stream {} now denies message deletes and purges (deny_delete, deny_purge)",
+            global.stream
+        ),
+    }
+    Ok(())
 }
 
 async fn migrate(global: &GlobalArgs) -> anyhow::Result<()> {
@@ -113,13 +132,18 @@ async fn check_postgres(global: &GlobalArgs, pool: &deadpool_postgres::Pool) -> 
 }
 
 /// The settings every role is built from.
-fn settings(global: &GlobalArgs, http: Option<&HttpArgs>, saga: Option<&SagaArgs>) -> Settings {
+fn settings(
+    global: &GlobalArgs,
+    http: Option<&HttpArgs>,
+    saga: Option<&SagaArgs>,
+) -> anyhow::Result<Settings> {
     let mut settings = Settings::new(
         global.database_url.clone(),
-        global.nats_url.clone(),
+        global.nats()?,
         global.stream.clone(),
         global.subject_prefix.clone(),
     );
+    settings.unprotected_stream = global.unprotected_stream();
     if let Some(http) = http {
         settings.api_connections = usize::from(http.api_connections);
         settings.admission_lag = http.admission_lag;
@@ -146,7 +170,7 @@ fn settings(global: &GlobalArgs, http: Option<&HttpArgs>, saga: Option<&SagaArgs
     if let Some(saga) = saga {
         settings.payment_timeout = saga.payment_timeout;
     }
-    settings
+    Ok(settings)
 }
 
 async fn bind(http: &HttpArgs) -> anyhow::Result<tokio::net::TcpListener> {
@@ -165,7 +189,7 @@ async fn bind(http: &HttpArgs) -> anyhow::Result<tokio::net::TcpListener> {
 async fn up(global: &GlobalArgs, http: &HttpArgs, saga: &SagaArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
     ensure_schema(global).await?;
-    let system = System::connect(settings(global, Some(http), Some(saga)), "ordo-up").await?;
+    let system = System::connect(settings(global, Some(http), Some(saga))?, "ordo-up").await?;
     let listener = bind(http).await?;
     let mut roles = Roles::new(shutdown);
     system.start_all(&mut roles, listener).await?;
@@ -174,7 +198,7 @@ async fn up(global: &GlobalArgs, http: &HttpArgs, saga: &SagaArgs) -> anyhow::Re
 
 async fn api(global: &GlobalArgs, http: &HttpArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
-    let system = System::connect(settings(global, Some(http), None), "ordo-api").await?;
+    let system = System::connect(settings(global, Some(http), None)?, "ordo-api").await?;
     let listener = bind(http).await?;
     let mut roles = Roles::new(shutdown);
     let state = system.api().await?;
@@ -184,7 +208,7 @@ async fn api(global: &GlobalArgs, http: &HttpArgs) -> anyhow::Result<()> {
 
 async fn relay(global: &GlobalArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
-    let system = System::connect(settings(global, None, None), "ordo-relay").await?;
+    let system = System::connect(settings(global, None, None)?, "ordo-relay").await?;
     let mut roles = Roles::new(shutdown);
     system.start_relay(&mut roles)?;
     roles.run_until_stopped().await
@@ -192,7 +216,7 @@ async fn relay(global: &GlobalArgs) -> anyhow::Result<()> {
 
 async fn projector(global: &GlobalArgs, names: Vec<Projection>) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
-    let system = System::connect(settings(global, None, None), "ordo-projector").await?;
+    let system = System::connect(settings(global, None, None)?, "ordo-projector").await?;
     let projections = if names.is_empty() {
         Projection::ALL.to_vec()
     } else {
@@ -205,7 +229,7 @@ async fn projector(global: &GlobalArgs, names: Vec<Projection>) -> anyhow::Resul
 
 async fn saga_only(global: &GlobalArgs, saga: &SagaArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
-    let system = System::connect(settings(global, None, Some(saga)), "ordo-saga").await?;
+    let system = System::connect(settings(global, None, Some(saga))?, "ordo-saga").await?;
     let mut roles = Roles::new(shutdown);
     system.start_saga(&mut roles, None)?;
     roles.run_until_stopped().await

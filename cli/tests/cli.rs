@@ -32,6 +32,8 @@ const SUBCOMMANDS: &[&[&str]] = &[
     &["bench", "relay"],
     &["bench", "rebuild"],
     &["bench", "place-orders"],
+    &["nats-config"],
+    &["protect-stream"],
 ];
 
 #[test]
@@ -103,6 +105,26 @@ fn bad_configuration_is_refused_before_anything_runs() {
         (
             &["up", "--http-addr", "nowhere"][..],
             "invalid value 'nowhere'",
+        ),
+        (
+            &["--nats-inbox-prefix", "_INBOX.*", "migrate"][..],
+            "is not a subject prefix",
+        ),
+        (
+            &["--nats-user", "relay", "migrate"][..],
+            "NATS_PASSWORD: NATS_USER is set without it",
+        ),
+        (
+            &["--nats-tls-cert", "c.pem", "migrate"][..],
+            "NATS_TLS_KEY: NATS_TLS_CERT is set without it",
+        ),
+        (
+            &["--nats-creds", "a.creds", "--nats-nkey", "a.nk", "migrate"][..],
+            "set one way to log in to NATS",
+        ),
+        (
+            &["nats-config", "--out", "x", "--subscriber-consumer", "a.b"][..],
+            "may only contain",
         ),
     ] {
         let out = ordo(args);

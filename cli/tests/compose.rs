@@ -477,9 +477,7 @@ fn the_roles_log_in_as_a_member_of_the_runtime_role_and_only_migrate_as_the_owne
     let configs = postgres["configs"].as_vec().expect("postgres has configs");
     let init = configs
         .iter()
-        .find(|c| {
-            text(&c["target"]).is_some_and(|t| t.starts_with("/docker-entrypoint-initdb.d/"))
-        })
+        .find(|c| text(&c["target"]).is_some_and(|t| t.starts_with("/docker-entrypoint-initdb.d/")))
         .expect("postgres runs an init script from /docker-entrypoint-initdb.d");
     let source = text(&init["source"]).expect("the init config names its source");
     let sql = text(&compose["configs"][source.as_str()]["content"])

@@ -33,7 +33,7 @@ use crate::envelope::PublishableEvent;
 use crate::error::StoreError;
 use crate::follow::LogFollower;
 use crate::leadership::{Backoff, Leadership, Lease, LockKey, TermEnd};
-use crate::nats::{ensure_stream, BusError, StreamName, SubjectPrefix};
+use crate::nats::{ensure_stream, BusError, StreamName, SubjectPrefix, Unprotected};
 use crate::notify::LogListener;
 use crate::position::Position;
 use crate::store::EventStore;
@@ -54,6 +54,9 @@ pub struct RelayConfig {
     pub prefix: SubjectPrefix,
     /// Events read and published per batch.
     pub batch_size: i64,
+    /// Whether an existing stream that allows message deletes or purges is
+    /// used (`ORDO_ALLOW_UNPROTECTED_STREAM`) or refused.
+    pub unprotected: Unprotected,
 }
 
 impl RelayConfig {
@@ -63,6 +66,7 @@ impl RelayConfig {
             stream,
             prefix,
             batch_size: 1000,
+            unprotected: Unprotected::Refuse,
         }
     }
 }
@@ -70,7 +74,8 @@ impl RelayConfig {
 /// Why a relay stopped for good (transient trouble is retried, not returned).
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
-    /// The stream exists with other subjects.
+    /// The stream exists with other subjects, or allows message deletes or
+    /// purges.
     #[error(transparent)]
     Bus(BusError),
 }
@@ -154,9 +159,7 @@ impl Relay {
             .run(&shutdown, |lease| async {
                 match self.lead(lease, &shutdown).await {
                     Ok(()) => TermEnd::Stopped,
-                    Err(TermError::Bus(e @ BusError::StreamMismatch { .. })) => {
-                        TermEnd::Fatal(RelayError::Bus(e))
-                    }
+                    Err(TermError::Bus(e)) if e.is_fatal() => TermEnd::Fatal(RelayError::Bus(e)),
                     Err(e) => {
                         metrics::counter!("ordo_relay_failures_total").increment(1);
                         TermEnd::Interrupted(format!("{e}; resynchronising"))
@@ -175,8 +178,13 @@ impl Relay {
     /// expected-sequence chain runs across batches, so pipelining keeps the
     /// order guarantee.
     async fn lead(&self, lease: Lease, shutdown: &CancellationToken) -> Result<(), TermError> {
-        let stream =
-            ensure_stream(&self.jetstream, &self.config.stream, &self.config.prefix).await?;
+        let stream = ensure_stream(
+            &self.jetstream,
+            &self.config.stream,
+            &self.config.prefix,
+            self.config.unprotected,
+        )
+        .await?;
         let (start, mut last_sequence) = self.resynchronise(stream).await?;
         tracing::info!(after = %start, last_sequence, "relay resumes");
         let (batches, mut prepared) = mpsc::channel(BATCHES_IN_FLIGHT);

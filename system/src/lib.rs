@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use eventstore::executor::Executor;
-use eventstore::nats::{BusError, NatsUrl, StreamName, SubjectPrefix};
+use eventstore::nats::{BusError, NatsConnect, StreamName, SubjectPrefix, Unprotected};
 use eventstore::notify::LogListener;
 use eventstore::relay::{Relay, RelayConfig};
 use eventstore::{DatabaseUrl, EventStore, StoreError};
@@ -33,12 +33,17 @@ pub use roles::Roles;
 pub struct Settings {
     /// The event store and read models (`DATABASE_URL`).
     pub database_url: DatabaseUrl,
-    /// The JetStream server (`NATS_URL`).
-    pub nats_url: NatsUrl,
+    /// The JetStream server and how to connect to it (`NATS_URL`,
+    /// `NATS_USER`, `NATS_PASSWORD`, `NATS_CREDS`, `NATS_NKEY`,
+    /// `NATS_TLS_*`, `NATS_INBOX_PREFIX`).
+    pub nats: NatsConnect,
     /// The stream events are published to (`ORDO_STREAM`).
     pub stream: StreamName,
     /// First token of every subject (`ORDO_SUBJECT_PREFIX`).
     pub prefix: SubjectPrefix,
+    /// Whether the relay and saga coordinator use an existing stream that
+    /// allows message deletes or purges (`ORDO_ALLOW_UNPROTECTED_STREAM`).
+    pub unprotected_stream: Unprotected,
     /// Confirmed orders unpaid this long are cancelled (`ORDO_PAYMENT_TIMEOUT`).
     pub payment_timeout: Duration,
     /// Connections of the API's commands, and as many again for its reads
@@ -94,18 +99,21 @@ impl Default for AuthSettings {
 
 impl Settings {
     /// The settings of a deployment on these servers and stream, with the
-    /// defaults of the command line for everything else.
+    /// defaults of the command line for everything else. `nats` is a
+    /// [`NatsConnect`], or a bare [`eventstore::nats::NatsUrl`] for an
+    /// anonymous connection.
     pub fn new(
         database_url: DatabaseUrl,
-        nats_url: NatsUrl,
+        nats: impl Into<NatsConnect>,
         stream: StreamName,
         prefix: SubjectPrefix,
     ) -> Settings {
         Settings {
             database_url,
-            nats_url,
+            nats: nats.into(),
             stream,
             prefix,
+            unprotected_stream: Unprotected::Refuse,
             payment_timeout: Duration::from_secs(15 * 60),
             api_connections: 4,
             admission_lag: 300,
@@ -149,7 +157,7 @@ impl System {
         let client = settings.database_url.connect().await?;
         eventstore::privileges::warn_if_superuser(&settings.database_url, &client).await?;
         drop(client);
-        let nats = eventstore::nats::connect(&settings.nats_url, client_name).await?;
+        let nats = eventstore::nats::connect(&settings.nats, client_name).await?;
         Ok(System::with_nats(settings, nats))
     }
 
@@ -181,10 +189,15 @@ impl System {
     /// The relay, on connections of its own: its reads then show apart from
     /// the projectors' writes, and never queue behind them.
     pub fn relay(&self) -> Result<Relay, StoreError> {
-        self.relay_with(RelayConfig::new(
-            self.settings.stream.clone(),
-            self.settings.prefix.clone(),
-        ))
+        self.relay_with(self.relay_config())
+    }
+
+    /// The default settings of the relay.
+    pub fn relay_config(&self) -> RelayConfig {
+        let mut config =
+            RelayConfig::new(self.settings.stream.clone(), self.settings.prefix.clone());
+        config.unprotected = self.settings.unprotected_stream;
+        config
     }
 
     /// The relay with settings of the caller's.
@@ -240,11 +253,13 @@ impl System {
 
     /// The default settings of the saga coordinator.
     pub fn saga_config(&self) -> RunnerConfig {
-        RunnerConfig::new(
+        let mut config = RunnerConfig::new(
             self.settings.stream.clone(),
             self.settings.prefix.clone(),
             self.settings.payment_timeout,
-        )
+        );
+        config.unprotected = self.settings.unprotected_stream;
+        config
     }
 
     /// The saga coordinator, on pools of its own: its commands run many at

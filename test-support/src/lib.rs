@@ -39,7 +39,7 @@ pub use wait::{eventually, poll, poll_blocking, throughout, wait_for};
 
 use async_nats::jetstream;
 use eventstore::db::DatabaseUrl;
-use eventstore::nats::{NatsUrl, StreamName, SubjectPrefix};
+use eventstore::nats::{NatsConnect, NatsUrl, StreamName, SubjectPrefix, Unprotected};
 
 /// The server `DATABASE_URL` names (its database is not used).
 pub fn server_database_url() -> DatabaseUrl {
@@ -165,6 +165,12 @@ pub struct TestEnv {
     pub id: String,
     /// The NATS server this test uses.
     pub nats_url: NatsUrl,
+    /// How this test connects to it (its URL, and credentials when the
+    /// server wants them).
+    pub nats_connect: NatsConnect,
+    /// Whether dropping this deletes the stream: not on a secured server
+    /// (the test's own, gone with it), whose users may not delete it.
+    delete_stream: bool,
     // Declared last so it is dropped after the pool is closed.
     database: TestDatabase,
 }
@@ -188,7 +194,7 @@ impl TestEnv {
     /// The same, on a NATS server of the test's choosing (a private one it
     /// will restart).
     pub async fn with_nats(nats_url: NatsUrl) -> TestEnv {
-        TestEnv::on_server(&server_database_url(), nats_url).await
+        TestEnv::build(&server_database_url(), NatsConnect::new(nats_url), None).await
     }
 
     /// The same on the PostgreSQL server `database_server` names (a
@@ -196,6 +202,26 @@ impl TestEnv {
     /// `nats_url` names. Its database is created there by the user of
     /// `database_server`; keep the server running until this is dropped.
     pub async fn on_server(database_server: &DatabaseUrl, nats_url: NatsUrl) -> TestEnv {
+        TestEnv::build(database_server, NatsConnect::new(nats_url), None).await
+    }
+
+    /// The same on a NATS server that wants credentials, with the stream
+    /// name and prefix its permissions were written for.
+    pub async fn with_nats_as(
+        nats: NatsConnect,
+        stream: StreamName,
+        prefix: SubjectPrefix,
+    ) -> TestEnv {
+        TestEnv::build(&server_database_url(), nats, Some((stream, prefix))).await
+    }
+
+    async fn build(
+        database_server: &DatabaseUrl,
+        nats_connect: NatsConnect,
+        names: Option<(StreamName, SubjectPrefix)>,
+    ) -> TestEnv {
+        let nats_url = nats_connect.url.clone();
+        let delete_stream = names.is_none();
         let database = TestDatabase::fresh_on(database_server);
         let id = database.id.clone();
         let database_url = database.url.clone();
@@ -205,16 +231,20 @@ impl TestEnv {
         let pool = database_url
             .pool(16)
             .unwrap_or_else(|e| panic!("test pool: {e}"));
-        let nats = eventstore::nats::connect(&nats_url, "ordo-test")
+        let nats = eventstore::nats::connect(&nats_connect, "ordo-test")
             .await
             .unwrap_or_else(|e| panic!("test NATS: {e}"));
         let jetstream = jetstream::new(nats.clone());
-        let stream = format!("ORDO_TEST_{}", id.to_uppercase())
-            .parse()
-            .unwrap_or_else(|e| panic!("stream name: {e}"));
-        let prefix = format!("test_{id}")
-            .parse()
-            .unwrap_or_else(|e| panic!("prefix: {e}"));
+        let (stream, prefix) = names.unwrap_or_else(|| {
+            (
+                format!("ORDO_TEST_{}", id.to_uppercase())
+                    .parse()
+                    .unwrap_or_else(|e| panic!("stream name: {e}")),
+                format!("test_{id}")
+                    .parse()
+                    .unwrap_or_else(|e| panic!("prefix: {e}")),
+            )
+        });
         TestEnv {
             database_url,
             pool,
@@ -224,6 +254,8 @@ impl TestEnv {
             prefix,
             id,
             nats_url,
+            nats_connect,
+            delete_stream,
             database,
         }
     }
@@ -242,7 +274,7 @@ impl TestEnv {
     pub fn settings(&self) -> system::Settings {
         let mut settings = system::Settings::new(
             self.database_url.clone(),
-            self.nats_url.clone(),
+            self.nats_connect.clone(),
             self.stream.clone(),
             self.prefix.clone(),
         );
@@ -263,9 +295,14 @@ impl TestEnv {
 
     /// Creates this test's JetStream stream (subjects `<prefix>.>`).
     pub async fn create_stream(&self) -> jetstream::stream::Stream {
-        eventstore::nats::ensure_stream(&self.jetstream, &self.stream, &self.prefix)
-            .await
-            .unwrap_or_else(|e| panic!("test stream: {e}"))
+        eventstore::nats::ensure_stream(
+            &self.jetstream,
+            &self.stream,
+            &self.prefix,
+            Unprotected::Refuse,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("test stream: {e}"))
     }
 }
 
@@ -276,12 +313,15 @@ impl Drop for TestEnv {
             eprintln!("ORDO_TEST_KEEP: kept stream {}", self.stream);
             return;
         }
+        if !self.delete_stream {
+            return;
+        }
         let stream = self.stream.to_string();
-        let url = self.nats_url.clone();
+        let nats = self.nats_connect.clone();
         // A connection of its own: this test's client is driven by the test's
         // runtime, which is blocked while Drop runs.
         block_on_thread(async move {
-            if let Ok(client) = eventstore::nats::connect(&url, "ordo-test-cleanup").await {
+            if let Ok(client) = eventstore::nats::connect(&nats, "ordo-test-cleanup").await {
                 // The stream may never have been created; a miss is fine.
                 let _ = jetstream::new(client).delete_stream(&stream).await;
             }

@@ -42,24 +42,47 @@ fn nats_server_binary() -> PathBuf {
 
 /// A nats-server with JetStream on a free port and a temporary store,
 /// stopped and deleted on drop.
+///
+/// Its log is kept beside its store ([`PrivateNats::violations`] reads what
+/// it refused). With `ORDO_TEST_NATS_TRACE=<file>` set, every private server
+/// also logs each protocol line (`-DV`: which subjects each client publishes
+/// and subscribes to) and appends its log to that file when dropped.
 #[derive(Debug)]
 pub struct PrivateNats {
     port: u16,
     store: tempfile::TempDir,
+    config: Option<PathBuf>,
     child: Option<Child>,
 }
 
 impl PrivateNats {
     /// Starts one and waits until it accepts clients.
     pub fn start() -> PrivateNats {
+        PrivateNats::launch(None)
+    }
+
+    /// Starts one with a configuration file (`nats-server -c`): its
+    /// authorization, TLS and anything else; the port, JetStream and store
+    /// still come from the command line.
+    pub fn start_with_config(config: &std::path::Path) -> PrivateNats {
+        PrivateNats::launch(Some(config.to_owned()))
+    }
+
+    fn launch(config: Option<PathBuf>) -> PrivateNats {
         let store = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let mut nats = PrivateNats {
             port: free_port(),
             store,
+            config,
             child: None,
         };
         nats.spawn();
         nats
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -70,7 +93,11 @@ impl PrivateNats {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new(nats_server_binary())
+        let mut command = Command::new(nats_server_binary());
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        command
             .args([
                 "-a",
                 "127.0.0.1",
@@ -79,14 +106,30 @@ impl PrivateNats {
                 "-js",
                 "-sd",
             ])
-            .arg(self.store.path())
+            .arg(self.store.path());
+        if std::env::var_os("ORDO_TEST_NATS_TRACE").is_some() {
+            command.arg("-DV");
+        }
+        // Its log goes to a file beside its store, read when it fails to
+        // start (a pipe nobody reads would stall it, or end it when dropped).
+        let output = self.log_file();
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&output)
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null());
+        let mut child = command
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("start nats-server: {e}"));
-        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                let said = std::fs::read_to_string(&output).unwrap_or_default();
+                panic!("nats-server exited ({status}): {said}");
+            }
             assert!(
                 Instant::now() < deadline,
                 "nats-server did not start on port {}",
@@ -94,6 +137,26 @@ impl PrivateNats {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        self.child = Some(child);
+    }
+
+    fn log_file(&self) -> PathBuf {
+        self.store.path().join("nats-server.log")
+    }
+
+    /// Every publish and subscription it refused for want of a permission,
+    /// as it logged them (`Publish Violation - User "u", Subject "s"`).
+    pub fn violations(&self) -> Vec<String> {
+        std::fs::read_to_string(self.log_file())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| {
+                let at = line
+                    .find("Publish Violation")
+                    .or_else(|| line.find("Subscription Violation"))?;
+                Some(line[at..].to_owned())
+            })
+            .collect()
     }
 
     /// Kills it (SIGKILL: no goodbye to clients) and waits for it to be gone.
@@ -114,6 +177,16 @@ impl PrivateNats {
 impl Drop for PrivateNats {
     fn drop(&mut self) {
         self.kill();
+        if let Some(trace) = std::env::var_os("ORDO_TEST_NATS_TRACE") {
+            let log = std::fs::read(self.log_file()).unwrap_or_default();
+            if let Ok(mut file) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(trace)
+            {
+                let _ = std::io::Write::write_all(&mut file, &log);
+            }
+        }
     }
 }
 

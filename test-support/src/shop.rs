@@ -209,12 +209,7 @@ pub struct RunningRelay {
 /// Starts a relay from `env`'s database to its stream, built as `ordo up`
 /// builds it.
 pub fn spawn_relay(env: &TestEnv) -> RunningRelay {
-    let system = env.system();
-    let config = RelayConfig::new(
-        system.settings().stream.clone(),
-        system.settings().prefix.clone(),
-    );
-    spawn_relay_with(env, config)
+    spawn_relay_with(env, env.system().relay_config())
 }
 
 /// The same with settings of the test's (a batch size).

@@ -24,7 +24,7 @@ pub async fn run(
     json_path: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(events > 0, "--events must be at least 1");
-    let nats = eventstore::nats::connect(&global.nats_url, "ordo-bench").await?;
+    let nats = eventstore::nats::connect(&global.nats()?, "ordo-bench").await?;
     let js = jetstream::new(nats);
     let scratch = Scratch::create(&global.database_url).await?;
     let suffix = uuid::Uuid::new_v4().simple().to_string()[..8].to_uppercase();
@@ -125,7 +125,13 @@ async fn measure(
         };
         serde_json::to_vec(&eventstore::envelope::Envelope::from_recorded(&first))?
     };
-    eventstore::nats::ensure_stream(js, raw_stream, raw_prefix).await?;
+    eventstore::nats::ensure_stream(
+        js,
+        raw_stream,
+        raw_prefix,
+        eventstore::nats::Unprotected::Refuse,
+    )
+    .await?;
     let started = Instant::now();
     let mut sent = 0u64;
     while sent < events {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use domain::fulfilment::SagaConfig;
-use eventstore::nats::{StreamName, SubjectPrefix};
+use eventstore::nats::{StreamName, SubjectPrefix, Unprotected};
 use rand::Rng as _;
 
 /// Settings of a saga runner.
@@ -33,6 +33,9 @@ pub struct RunnerConfig {
     pub batch_size: usize,
     /// Most commands running at once, over all orders.
     pub max_concurrent_commands: usize,
+    /// Whether an existing stream that allows message deletes or purges is
+    /// used (`ORDO_ALLOW_UNPROTECTED_STREAM`) or refused.
+    pub unprotected: Unprotected,
 }
 
 impl RunnerConfig {
@@ -50,6 +53,7 @@ impl RunnerConfig {
             standby_poll: Duration::from_secs(1),
             batch_size: 256,
             max_concurrent_commands: 128,
+            unprotected: Unprotected::Refuse,
         }
     }
 

@@ -40,9 +40,14 @@ impl Consumer {
     /// starting right after the stored checkpoint.
     pub async fn start(engine: &Engine) -> Result<Consumer, TermError> {
         let config = &engine.config;
-        let mut stream = ensure_stream(&engine.jetstream, &config.stream, &config.prefix)
-            .await
-            .map_err(SagaError::from)?;
+        let mut stream = ensure_stream(
+            &engine.jetstream,
+            &config.stream,
+            &config.prefix,
+            config.unprotected,
+        )
+        .await
+        .map_err(SagaError::from)?;
         let mut checkpoint = {
             let client = engine.client().await?;
             store::load_checkpoint(&client, config.stream.as_str()).await?

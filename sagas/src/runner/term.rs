@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventstore::nats::BusError;
 use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
@@ -39,9 +38,7 @@ impl From<SagaError> for TermError {
     fn from(e: SagaError) -> Self {
         match e {
             SagaError::Injected => TermError::Injected,
-            SagaError::Bus(e @ BusError::StreamMismatch { .. }) => {
-                TermError::Fatal(SagaError::Bus(e))
-            }
+            SagaError::Bus(e) if e.is_fatal() => TermError::Fatal(SagaError::Bus(e)),
             other => TermError::Saga(other),
         }
     }
