@@ -39,7 +39,12 @@
 #                      /usr/lib/postgresql/<ver>/bin, else from PATH).
 #   ORDO_PG_USER       who runs PostgreSQL when we are root (default: postgres).
 #   ORDO_NATS_SERVER   the nats-server binary (default: from PATH or /usr/sbin).
-# Exports: DATABASE_URL, NATS_URL, ORDO_STACK_PG and ORDO_STACK_NATS (shared|private).
+#   ORDO_NATS_CONFIG   a nats-server configuration (`ordo nats-config` writes one: a user
+#                      per role of ordo) a private NATS is started with (`-c`); stack.env
+#                      records it, and a restart uses it again. Unset: no authentication,
+#                      as scripts/test needs (its tests make streams of their own names).
+# Exports: DATABASE_URL, NATS_URL, ORDO_STACK_PG and ORDO_STACK_NATS (shared|private), and
+# ORDO_STACK_NATS_CONF (the configuration the private NATS runs with; empty: none).
 #
 # Private servers listen on 127.0.0.1 only, on free ports in 20000-31999 (below Linux's
 # ephemeral range, so a port we pick is not some client's source port). PostgreSQL trusts
@@ -64,7 +69,7 @@ _ORDO_REPO_DIR=$(cd "$_ORDO_STACK_LIB_DIR/../.." && pwd)
 # Keys of stack.env, in the order they are written.
 _ORDO_STACK_KEYS=(
 	PG_PID PG_START PG_PORT PG_USER PG_BINDIR PG_BASE PG_DATA PG_RUN_DIR PG_LOG PG_OWNER DATABASE_URL
-	NATS_PID NATS_START NATS_PORT NATS_MONITOR_PORT NATS_BIN NATS_STORE NATS_LOG NATS_PIDFILE NATS_OWNER NATS_URL
+	NATS_PID NATS_START NATS_PORT NATS_MONITOR_PORT NATS_BIN NATS_STORE NATS_LOG NATS_PIDFILE NATS_CONF NATS_OWNER NATS_URL
 )
 declare -gA _ordo_rec=()
 _ordo_state=
@@ -584,7 +589,8 @@ _ordo_nats_adopt_running() { # STORE PIDFILE
 }
 
 _ordo_nats_start() {
-	local bin store log pidfile port=${1:-} mport attempt size i pid start up new_log
+	local bin store log pidfile port=${1:-} mport attempt size i pid start up new_log conf
+	local -a conf_args
 	bin=$(_ordo_find_nats) || {
 		_ordo_err "nats-server not found"
 		return 1
@@ -597,6 +603,18 @@ _ordo_nats_start() {
 	_ordo_rec[NATS_STORE]=$store
 	_ordo_rec[NATS_LOG]=$log
 	_ordo_rec[NATS_PIDFILE]=$pidfile
+	# A restart keeps the configuration the server was first started with.
+	conf=${_ordo_rec[NATS_CONF]:-${ORDO_NATS_CONFIG:-}}
+	conf_args=()
+	if [[ -n $conf ]]; then
+		[[ -r $conf ]] || {
+			_ordo_err "ORDO_NATS_CONFIG=$conf is not a readable file (ordo nats-config --out DIR writes DIR/nats-server.conf)"
+			return 1
+		}
+		conf=$(realpath "$conf")
+		conf_args=(-c "$conf")
+		_ordo_rec[NATS_CONF]=$conf
+	fi
 
 	if _ordo_nats_adopt_running "$store" "$pidfile"; then
 		_ordo_nats_how=reused
@@ -618,8 +636,8 @@ _ordo_nats_start() {
 		# and then this server; the server must not get the SIGINT itself.
 		(
 			if [[ -n $_ordo_lock_fd ]]; then exec {_ordo_lock_fd}>&-; fi
-			exec setsid "$bin" -a 127.0.0.1 -p "$port" -m "$mport" -js -sd "$store" -P "$pidfile" \
-				</dev/null >>"$log" 2>&1
+			exec setsid "$bin" "${conf_args[@]}" -a 127.0.0.1 -p "$port" -m "$mport" -js -sd "$store" \
+				-P "$pidfile" </dev/null >>"$log" 2>&1
 		) &
 		up=0
 		for ((i = 0; i < 300; i++)); do
@@ -820,7 +838,8 @@ _ordo_stack_up_locked() {
 	}
 
 	export DATABASE_URL=$db_url NATS_URL=$nats_url
-	export ORDO_STACK_PG ORDO_STACK_NATS
+	export ORDO_STACK_PG ORDO_STACK_NATS ORDO_STACK_NATS_CONF=
+
 	if ((pg_private)); then
 		ORDO_STACK_PG=private
 		pg_line="PostgreSQL private on 127.0.0.1:${_ordo_rec[PG_PORT]} (${_ordo_pg_how}, pid ${_ordo_rec[PG_PID]}${pg_why:+; $pg_why})"
@@ -830,7 +849,11 @@ _ordo_stack_up_locked() {
 	fi
 	if ((nats_private)); then
 		ORDO_STACK_NATS=private
-		nats_line="NATS JetStream private on 127.0.0.1:${_ordo_rec[NATS_PORT]} (${_ordo_nats_how}, pid ${_ordo_rec[NATS_PID]}${nats_why:+; $nats_why})"
+		nats_line="NATS JetStream private on 127.0.0.1:${_ordo_rec[NATS_PORT]} (${_ordo_nats_how}, pid ${_ordo_rec[NATS_PID]}${nats_why:+; $nats_why}${_ordo_rec[NATS_CONF]:+; users of ${_ordo_rec[NATS_CONF]}})"
+		ORDO_STACK_NATS_CONF=${_ordo_rec[NATS_CONF]:-}
+		if [[ -n ${ORDO_NATS_CONFIG:-} && $(realpath "$ORDO_NATS_CONFIG" 2>/dev/null) != "$ORDO_STACK_NATS_CONF" ]]; then
+			_ordo_say "note: the running private NATS was started ${ORDO_STACK_NATS_CONF:+with $ORDO_STACK_NATS_CONF}${ORDO_STACK_NATS_CONF:-without authentication}, not with ORDO_NATS_CONFIG=$ORDO_NATS_CONFIG; stop it (scripts/lib/stack.sh stop) to change that"
+		fi
 	else
 		ORDO_STACK_NATS=shared
 		nats_line="NATS JetStream shared at $nats_url"
@@ -892,7 +915,7 @@ ordo_stack_purge() {
 
 # Restart a private server this shell owns on the same port and data directory.
 ordo_stack_restart() { # pg|nats [HOW]
-	local which=${1:-} how=${2:-} self port rc=0 started
+	local which=${1:-} how=${2:-} self port rc=0 started conf
 	case $which:$how in
 	pg: | pg:fast | pg:immediate | nats: | nats:term | nats:kill) ;;
 	*)
@@ -930,8 +953,11 @@ ordo_stack_restart() { # pg|nats [HOW]
 			return 1
 		fi
 		port=${_ordo_rec[NATS_PORT]}
+		conf=${_ordo_rec[NATS_CONF]:-}
 		how=${how:-term}
 		_ordo_nats_stop "${how^^}" || rc=1
+		# the same users as before
+		[[ -n $conf ]] && _ordo_rec[NATS_CONF]=$conf
 		if ((rc == 0)) && _ordo_nats_start "$port"; then
 			_ordo_rec[NATS_OWNER]=$self
 			_ordo_rec[NATS_URL]="nats://127.0.0.1:${_ordo_rec[NATS_PORT]}"
