@@ -511,3 +511,46 @@ fn the_roles_log_in_as_a_member_of_the_runtime_role_and_only_migrate_as_the_owne
         );
     }
 }
+
+#[test]
+fn nats_runs_with_the_generated_users_and_each_role_logs_in_as_its_own() {
+    let compose = compose();
+    let nats = service(&compose, "nats");
+    let command = words(&nats["command"]);
+    let conf = command
+        .iter()
+        .position(|w| w == "-c")
+        .and_then(|i| command.get(i + 1))
+        .expect("nats-server runs with a configuration (-c)");
+    let volumes: Vec<String> = nats["volumes"]
+        .as_vec()
+        .map(|v| v.iter().filter_map(text).collect())
+        .unwrap_or_default();
+    let mounted = volumes
+        .iter()
+        .find(|v| v.contains(&format!(":{conf}")))
+        .unwrap_or_else(|| panic!("{conf} is mounted into nats: {volumes:?}"));
+    assert!(
+        mounted.starts_with("${ORDO_NATS_AUTH_DIR:-./.ordo/nats-auth}/nats-server.conf:")
+            && mounted.ends_with(":ro"),
+        "the configuration `ordo nats-config` wrote, read-only: {mounted}"
+    );
+    for role in LONG_RUNNING_ROLES {
+        let service = service(&compose, role);
+        let files: Vec<String> = service["env_file"]
+            .as_vec()
+            .map(|v| v.iter().filter_map(text).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            files,
+            vec![format!("${{ORDO_NATS_AUTH_DIR:-./.ordo/nats-auth}}/{role}.env")],
+            "service `{role}` logs in to NATS as the user `{role}`"
+        );
+        for key in ["NATS_USER", "NATS_PASSWORD"] {
+            assert!(
+                env_value(service, key).is_none(),
+                "{role}: {key} comes from the credentials file, never from this file"
+            );
+        }
+    }
+}
