@@ -85,11 +85,14 @@ pub fn users(stream: &StreamName, prefix: &SubjectPrefix, consumers: &[ConsumerN
     // a consumer created without a name (the server names it), and, when
     // async-nats recreates it after a gap or missed heartbeats, the old one
     // deleted and a new one created under the name `<name>_<n>` with the
-    // filter subject in the request subject; then pulling messages.
+    // filter subject in the request subject; then pulling messages. After
+    // the server restarts, the client asks for its consumer's info before it
+    // decides to recreate it.
     let reader = vec![
         api(&format!("STREAM.INFO.{s}")),
         api(&format!("CONSUMER.CREATE.{s}")),
         api(&format!("CONSUMER.CREATE.{s}.*.{p}.>")),
+        api(&format!("CONSUMER.INFO.{s}.*")),
         api(&format!("CONSUMER.DELETE.{s}.*")),
         api(&format!("CONSUMER.MSG.NEXT.{s}.*")),
     ];
@@ -103,6 +106,7 @@ pub fn users(stream: &StreamName, prefix: &SubjectPrefix, consumers: &[ConsumerN
             let c = c.as_str();
             [
                 api(&format!("CONSUMER.CREATE.{s}.{c}.>")),
+                api(&format!("CONSUMER.INFO.{s}.{c}")),
                 api(&format!("CONSUMER.DELETE.{s}.{c}")),
                 api(&format!("CONSUMER.MSG.NEXT.{s}.{c}")),
             ]

@@ -543,7 +543,9 @@ fn nats_runs_with_the_generated_users_and_each_role_logs_in_as_its_own() {
             .unwrap_or_default();
         assert_eq!(
             files,
-            vec![format!("${{ORDO_NATS_AUTH_DIR:-./.ordo/nats-auth}}/{role}.env")],
+            vec![format!(
+                "${{ORDO_NATS_AUTH_DIR:-./.ordo/nats-auth}}/{role}.env"
+            )],
             "service `{role}` logs in to NATS as the user `{role}`"
         );
         for key in ["NATS_USER", "NATS_PASSWORD"] {

@@ -307,7 +307,7 @@ async fn every_role_works_under_its_own_user() {
 
 #[tokio::test]
 async fn every_role_works_as_the_ordo_user() {
-    let server = Secured::start(&[]);
+    let mut server = Secured::start(&[]);
     let (stream, prefix) = default_names();
     let env = TestEnv::with_nats_as(server.user("admin"), stream, prefix).await;
     let (running, addr) = start_roles(
@@ -317,6 +317,10 @@ async fn every_role_works_as_the_ordo_user() {
     .await;
     journey(&env).await;
     assert_eq!(ready(addr).await["nats"], "ok");
+    // The server restarts: the readers reconnect and ask after their
+    // consumers (CONSUMER.INFO) before going on, within their rights.
+    server.nats.restart();
+    journey(&env).await;
     running.stop().await.unwrap();
     server.refused_nothing_but_to("nobody");
 }
