@@ -152,4 +152,24 @@ async fn register_stock_place_confirm_pay_ship_deliver() {
         ),
         (Some(2), Some("42.48"))
     );
+
+    // Each hop of the pipeline has its latency histogram, the saga's included.
+    let text = api
+        .http
+        .get(format!("{}/metrics", api.base))
+        .bearer_auth(&api.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "ordo_relay_publish_delay_seconds_count",
+        "ordo_saga_receive_delay_seconds_count",
+        "ordo_projection_receive_delay_seconds_count{projection=\"orders\"}",
+        "ordo_projection_apply_seconds_count{projection=\"orders\"}",
+    ] {
+        assert!(text.contains(needle), "/metrics has {needle}");
+    }
 }

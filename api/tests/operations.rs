@@ -127,8 +127,30 @@ async fn health_ready_metrics_and_projections() {
         .to_str()
         .unwrap()
         .starts_with("text/plain"));
-    let text = metrics.text().await.unwrap();
+    let mut text = metrics.text().await.unwrap();
+    // The pipeline's hop histograms appear once the relay has published and
+    // the projections applied a batch.
+    for _ in 0..100 {
+        if text.contains("ordo_projection_apply_seconds_count")
+            && text.contains("ordo_relay_publish_delay_seconds_count")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        text = api
+            .http
+            .get(format!("{}/metrics", api.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+    }
     for needle in [
+        "ordo_relay_publish_delay_seconds_bucket",
+        "ordo_projection_receive_delay_seconds_bucket{projection=\"users\"",
+        "ordo_projection_apply_seconds_count{projection=\"users\"}",
         "ordo_http_requests_total",
         "ordo_http_request_duration_seconds_bucket",
         "route=\"/users/{id}\"",

@@ -4,6 +4,8 @@
 //! `deploy/grafana/ordo.json` name is one ordo records, so neither watches a
 //! series that never exists.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -222,6 +222,10 @@ impl Relay {
                     self.stats.published.fetch_add(acked.count, Ordering::SeqCst);
                     let lag = (chrono::Utc::now() - acked.recorded_at).num_milliseconds().max(0);
                     metrics::gauge!("ordo_relay_lag_seconds").set(lag as f64 / 1000.0);
+                    // The first hop of the pipeline: appended → published
+                    // (acknowledged by JetStream), for a batch's last event.
+                    metrics::histogram!("ordo_relay_publish_delay_seconds")
+                        .record(lag as f64 / 1000.0);
                 }
             }
         }

@@ -243,6 +243,7 @@ impl Projector {
                 _ = shutdown.cancelled() => return Ok(Ended::Shutdown),
                 chunk = chunks.next() => chunk.ok_or_else(|| TermError::JetStream("message stream ended".into()))?,
             };
+            let received = chrono::Utc::now();
             let mut batch = Batch::default();
             for message in chunk {
                 let message = message.map_err(|e| TermError::JetStream(e.to_string()))?;
@@ -313,11 +314,18 @@ impl Projector {
                     metrics::counter!("ordo_projection_events_total", "projection" => name)
                         .increment(applied);
                     if let Some(last) = batch.events.last() {
-                        let lag = (chrono::Utc::now() - last.recorded_at)
-                            .num_milliseconds()
-                            .max(0);
+                        let now = chrono::Utc::now();
+                        let seconds = |d: chrono::TimeDelta| {
+                            d.num_microseconds().unwrap_or(i64::MAX).max(0) as f64 / 1e6
+                        };
                         metrics::gauge!("ordo_projection_lag_seconds", "projection" => name)
-                            .set(lag as f64 / 1000.0);
+                            .set(seconds(now - last.recorded_at));
+                        // The pipeline's hops for this projection: appended →
+                        // received from JetStream, and received → applied.
+                        metrics::histogram!("ordo_projection_receive_delay_seconds", "projection" => name)
+                            .record(seconds(received - last.recorded_at));
+                        metrics::histogram!("ordo_projection_apply_seconds", "projection" => name)
+                            .record(seconds(now - received));
                     }
                     cp = next;
                 }

@@ -170,6 +170,8 @@ impl Engine {
         if let Some(time) = newest {
             let lag = (Utc::now() - time).num_milliseconds().max(0) as f64 / 1000.0;
             metrics::gauge!("ordo_saga_lag_seconds").set(lag);
+            // The saga's hop: appended → received by the coordinator.
+            metrics::histogram!("ordo_saga_receive_delay_seconds").record(lag);
         }
         if relevant.is_empty() {
             if next != *checkpoint {
