@@ -154,16 +154,7 @@ async fn register_stock_place_confirm_pay_ship_deliver() {
     );
 
     // Each hop of the pipeline has its latency histogram, the saga's included.
-    let text = api
-        .http
-        .get(format!("{}/metrics", api.base))
-        .bearer_auth(&api.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = api.metrics().await;
     for needle in [
         "ordo_relay_publish_delay_seconds_count",
         "ordo_saga_receive_delay_seconds_count",

@@ -137,15 +137,7 @@ async fn health_ready_metrics_and_projections() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        text = api
-            .http
-            .get(format!("{}/metrics", api.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        text = api.metrics().await;
     }
     for needle in [
         "ordo_relay_publish_delay_seconds_bucket",

@@ -160,96 +160,61 @@ fn name_token(s: &str, what: &str, allowed: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
-/// A JetStream stream name: letters, digits, `-` and `_` (NATS forbids `.`,
-/// `*`, `>`, whitespace and path separators).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct StreamName(String);
+/// A name that is one NATS token (see [`name_token`]): the type, its
+/// parsing (`what` names it in errors, `allowed` says what it may hold),
+/// `Display` and `as_str`.
+macro_rules! token_name {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $allowed:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub struct $name(String);
 
-impl std::str::FromStr for StreamName {
-    type Err = String;
+        impl std::str::FromStr for $name {
+            type Err = String;
 
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        name_token(
-            s,
-            "a stream name",
-            "may only contain letters, digits, '-' and '_'",
-        )
-        .map(StreamName)
-    }
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                name_token(s, $what, $allowed).map($name)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl $name {
+            /// The name, as given.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+    };
 }
 
-impl std::fmt::Display for StreamName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+token_name!(
+    /// A JetStream stream name: letters, digits, `-` and `_` (NATS forbids `.`,
+    /// `*`, `>`, whitespace and path separators).
+    StreamName,
+    "a stream name",
+    "may only contain letters, digits, '-' and '_'"
+);
 
-impl StreamName {
-    /// The name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+token_name!(
+    /// A JetStream consumer name: letters, digits, `-` and `_`.
+    ConsumerName,
+    "a consumer name",
+    "may only contain letters, digits, '-' and '_'"
+);
 
-/// A JetStream consumer name: letters, digits, `-` and `_`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ConsumerName(String);
-
-impl std::str::FromStr for ConsumerName {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        name_token(
-            s,
-            "a consumer name",
-            "may only contain letters, digits, '-' and '_'",
-        )
-        .map(ConsumerName)
-    }
-}
-
-impl std::fmt::Display for ConsumerName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl ConsumerName {
-    /// The name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// The first token of every event subject: one NATS subject token.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SubjectPrefix(String);
-
-impl std::str::FromStr for SubjectPrefix {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        name_token(
-            s,
-            "a subject prefix",
-            "must be one subject token: letters, digits, '-' and '_' (no '.', '*', '>')",
-        )
-        .map(SubjectPrefix)
-    }
-}
-
-impl std::fmt::Display for SubjectPrefix {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+token_name!(
+    /// The first token of every event subject: one NATS subject token.
+    SubjectPrefix,
+    "a subject prefix",
+    "must be one subject token: letters, digits, '-' and '_' (no '.', '*', '>')"
+);
 
 impl SubjectPrefix {
-    /// The prefix.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
     /// `<prefix>.>`: every subject of this deployment.
     pub fn wildcard(&self) -> String {
         format!("{}.>", self.0)

@@ -204,10 +204,9 @@ pub async fn warn_if_superuser(
     url: &DatabaseUrl,
     client: &tokio_postgres::Client,
 ) -> Result<bool, StoreError> {
-    if is_local(url) {
-        return Ok(false);
-    }
-    match superuser_warning(url, is_superuser(client).await?) {
+    // Only a remote database needs the question asked.
+    let superuser = !is_local(url) && is_superuser(client).await?;
+    match superuser_warning(url, superuser) {
         Some(warning) => {
             tracing::warn!("{warning}");
             Ok(true)

@@ -214,8 +214,12 @@ pub fn spawn_relay(env: &TestEnv) -> RunningRelay {
 
 /// The same with settings of the test's (a batch size).
 pub fn spawn_relay_with(env: &TestEnv, config: RelayConfig) -> RunningRelay {
-    let relay = env
-        .system()
+    spawn_relay_of(&env.system(), config)
+}
+
+/// Starts the relay of `system` (connected as its settings say).
+pub fn spawn_relay_of(system: &system::System, config: RelayConfig) -> RunningRelay {
+    let relay = system
         .relay_with(config)
         .unwrap_or_else(|e| panic!("relay: {e}"));
     let stats = relay.stats();

@@ -8,7 +8,7 @@ use api::auth::Scope;
 use projectors::Projection;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
-use test_support::shop::{RunningRelay, Shop};
+use test_support::shop::{spawn_relay_of, RunningRelay, Shop};
 use test_support::{Running, TestEnv};
 
 pub struct Answer {
@@ -92,16 +92,13 @@ impl Api {
     ) -> Api {
         let shop = Shop::new(&env);
         let system = env.system_with(settings);
-        let relay = {
-            let relay = system.relay().unwrap();
-            let stats = relay.stats();
-            let running = Running::spawn(|stop| async move {
-                if let Err(e) = relay.run(stop).await {
-                    panic!("relay: {e}");
-                }
-            });
-            RunningRelay { running, stats }
-        };
+        let relay = spawn_relay_of(
+            &system,
+            eventstore::relay::RelayConfig::new(
+                system.settings().stream.clone(),
+                system.settings().prefix.clone(),
+            ),
+        );
         let mut roles = Vec::new();
         for projection in Projection::ALL {
             let projector = system.projector(projection).unwrap();
@@ -147,6 +144,19 @@ impl Api {
         let env = TestEnv::new().await;
         let settings = env.settings();
         Api::start_with(env, settings, false).await
+    }
+
+    /// The text of `/metrics`, as the admin sees it.
+    pub async fn metrics(&self) -> String {
+        self.admin
+            .http
+            .get(format!("{}/metrics", self.admin.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// Requests with `token` (none: anonymous).
