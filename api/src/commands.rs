@@ -279,6 +279,7 @@ impl<T> Command<T> {
             correlation_id: Some(correlation.unwrap_or(causation)),
             causation_id: Some(causation),
             trace_id: Some(self.meta.trace()),
+            trace: self.meta.trace.clone(),
             actor: Some(self.caller.actor.to_string()),
         }
     }

@@ -12,6 +12,8 @@ use serde::{Deserialize, Deserializer};
 use utoipa::IntoParams;
 use uuid::Uuid;
 
+use eventstore::telemetry::{self, TraceParent};
+
 use crate::error::ApiError;
 
 /// The most a body may hold.
@@ -249,6 +251,9 @@ pub struct RequestMeta {
     pub request_id: String,
     /// The W3C trace id of `traceparent`, when there is one.
     pub trace_id: Option<String>,
+    /// The W3C trace context the request's commands continue: the HTTP
+    /// server span's when tracing is on, else the caller's.
+    pub trace: TraceParent,
 }
 
 impl RequestMeta {
@@ -278,15 +283,16 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
                 .map(str::to_owned)
         };
         let request_id = header("x-request-id").unwrap_or_else(|| Uuid::new_v4().to_string());
-        // traceparent: version-traceid-parentid-flags
-        let trace_id = header("traceparent").and_then(|t| {
-            let id = t.split('-').nth(1)?;
-            (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id != "0".repeat(32))
-                .then(|| id.to_ascii_lowercase())
-        });
+        // The server span (crate::metrics::track) has replaced the caller's
+        // traceparent with its own when tracing is on.
+        let trace = TraceParent::new(
+            header(telemetry::TRACEPARENT).as_deref(),
+            header(telemetry::TRACESTATE).as_deref(),
+        );
         Ok(RequestMeta {
             request_id,
-            trace_id,
+            trace_id: trace.trace_id().map(str::to_owned),
+            trace,
         })
     }
 }

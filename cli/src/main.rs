@@ -2,7 +2,7 @@
 //!
 //! - [`config`]: command line and environment (`docs/reference/cli.md`,
 //!   `docs/reference/configuration.md`).
-//! - [`logging`], [`shutdown`]: process plumbing.
+//! - [`logging`], [`telemetry`], [`shutdown`]: process plumbing.
 //! - [`run`]: what each subcommand does; [`events`] the audit query;
 //!   [`ops`] rebuild, check and status; [`token`] `ordo token`;
 //!   [`nats_config`] `ordo nats-config`.
@@ -16,6 +16,7 @@ mod nats_config;
 mod ops;
 mod run;
 mod shutdown;
+mod telemetry;
 mod token;
 
 use std::process::ExitCode;

@@ -10,6 +10,24 @@ use crate::shutdown;
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // The long-running roles export traces when an OTLP endpoint is set.
+    let role = match &cli.command {
+        Command::Up { .. } => Some("up"),
+        Command::Api { .. } => Some("api"),
+        Command::Relay => Some("relay"),
+        Command::Projector { .. } => Some("projector"),
+        Command::Saga { .. } => Some("saga"),
+        _ => None,
+    };
+    let tracing = role.map(crate::telemetry::Tracing::init).transpose()?;
+    let result = run_command(cli).await;
+    if let Some(tracing) = tracing {
+        tracing.shutdown().await;
+    }
+    result
+}
+
+async fn run_command(cli: Cli) -> anyhow::Result<()> {
     let global = cli.global;
     match cli.command {
         Command::Up { http, saga } => up(&global, &http, &saga).await,

@@ -87,6 +87,8 @@ impl Envelope {
             causation_id: self.causationid,
             command_id: None,
             trace_id: None,
+            traceparent: None,
+            tracestate: None,
             actor: self.actor.clone(),
         }
     }
@@ -169,6 +171,8 @@ pub struct PublishableEvent {
     pub actor: Option<String>,
     /// When it was recorded.
     pub recorded_at: DateTime<Utc>,
+    /// The trace context of the append that wrote it (its metadata's).
+    pub trace: crate::telemetry::TraceParent,
 }
 
 impl PublishableEvent {
@@ -219,7 +223,8 @@ impl PublishableEvent {
 impl crate::store::LogRow for PublishableEvent {
     const COLUMNS: &'static str = "transaction_id::text as transaction_text, position, event_id, \
         stream_id, stream_type, version, type, schema_version, data::text, \
-        (metadata->>'causation_id')::uuid, correlation_id, recorded_at, metadata->>'actor'";
+        (metadata->>'causation_id')::uuid, correlation_id, recorded_at, metadata->>'actor', \
+        metadata->>'traceparent', metadata->>'tracestate'";
 
     fn from_row(row: &tokio_postgres::Row) -> Result<Self, crate::StoreError> {
         let data: String = row.try_get(8)?;
@@ -236,6 +241,10 @@ impl crate::store::LogRow for PublishableEvent {
             correlation_id: row.try_get(10)?,
             recorded_at: row.try_get(11)?,
             actor: row.try_get(12)?,
+            trace: crate::telemetry::TraceParent::new(
+                row.try_get::<_, Option<&str>>(13)?,
+                row.try_get::<_, Option<&str>>(14)?,
+            ),
         })
     }
 

@@ -22,6 +22,13 @@ pub struct Metadata {
     /// The request's trace id (W3C `traceparent` trace id or `X-Request-Id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// W3C `traceparent` of the span that appended it (its command's
+    /// `append`), when the command came with a trace or tracing is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    /// W3C `tracestate` that came with `traceparent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
     /// Who caused it: `token:<id>`, `jwt:<issuer>#<sub>`, `saga`, `system`
     /// or `anonymous` (authentication off). Events written before actors
     /// were recorded have none.

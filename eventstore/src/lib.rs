@@ -34,6 +34,7 @@ pub mod position;
 pub mod privileges;
 pub mod relay;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 
 pub use store::group;

@@ -37,6 +37,7 @@ use crate::nats::{ensure_stream, BusError, StreamName, SubjectPrefix, Unprotecte
 use crate::notify::LogListener;
 use crate::position::Position;
 use crate::store::EventStore;
+use crate::telemetry::{self, attr, Attribute, Hop, Kind, TraceParent};
 
 /// How often a standby tries to become the active relay.
 pub const STANDBY_POLL: Duration = Duration::from_secs(1);
@@ -263,11 +264,37 @@ impl Relay {
     ) -> Result<impl std::future::Future<Output = Result<Acked, TermError>>, TermError> {
         let first_expected = *last_sequence + 1;
         let mut acks = Vec::with_capacity(batch.messages.len());
+        let batch_size = batch.messages.len();
+        // One `publish` span per message, a child of the append that wrote
+        // the event and ended when JetStream acknowledges it; its context
+        // rides along as the message's `traceparent` header.
+        let mut hops = Vec::with_capacity(if telemetry::enabled() { batch_size } else { 0 });
         for message in batch.messages {
+            let hop = Hop::start(
+                format_args!("publish {}", message.subject),
+                Kind::Producer,
+                &message.trace,
+                || {
+                    vec![
+                        Attribute::new(attr::MESSAGING_SYSTEM, "nats"),
+                        Attribute::new(attr::MESSAGING_OPERATION, "publish"),
+                        Attribute::new(attr::MESSAGING_DESTINATION, message.subject.clone()),
+                        Attribute::new(attr::MESSAGING_MESSAGE_ID, message.event_id.clone()),
+                        Attribute::new(attr::POSITION, message.position.to_string()),
+                        Attribute::new(attr::MESSAGING_BATCH, batch_size as i64),
+                    ]
+                },
+            );
+            let mut headers = async_nats::HeaderMap::new();
+            hop.carry(&message.trace).to_headers(&mut headers);
             let publish = PublishMessage::build()
+                .headers(headers)
                 .payload(message.payload)
-                .message_id(message.event_id)
+                .message_id(&message.event_id)
                 .expected_last_sequence(*last_sequence);
+            if hop.is_recording() {
+                hops.push(hop);
+            }
             let ack = self
                 .jetstream
                 .send_publish(message.subject, publish)
@@ -279,8 +306,13 @@ impl Relay {
         let (last, count, recorded_at) = (batch.last, acks.len() as u64, batch.recorded_at);
         Ok(async move {
             let mut expected = first_expected;
+            let mut hops = hops.into_iter();
             for ack in acks {
-                match ack.await {
+                let result = ack.await;
+                if let (Some(hop), Err(e)) = (hops.next(), &result) {
+                    hop.fail(|| e.to_string());
+                }
+                match result {
                     Ok(ack) if ack.sequence == expected && !ack.duplicate => expected += 1,
                     Ok(ack) => {
                         return Err(TermError::Publish(format!(
@@ -399,6 +431,8 @@ struct Outgoing {
     subject: String,
     payload: bytes::Bytes,
     event_id: String,
+    position: Position,
+    trace: TraceParent,
 }
 
 /// A batch turned into messages.
@@ -457,6 +491,8 @@ fn prepare(batch: &[PublishableEvent], prefix: &SubjectPrefix) -> Result<Prepare
             subject: prefix.subject(&event.stream_type, event.aggregate_id(), &event.event_type),
             payload: event.envelope_json().map_err(StoreError::from)?.into(),
             event_id: event.event_id.to_string(),
+            position: event.position,
+            trace: event.trace.clone(),
         });
     }
     Ok(Prepared {

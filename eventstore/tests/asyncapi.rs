@@ -371,6 +371,8 @@ fn recorded(
             causation_id: correlated.then(Uuid::now_v7),
             command_id: Some("cmd-1".to_owned()),
             trace_id: Some("0af7651916cd43dd8448eb211c80319c".to_owned()),
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned()),
+            tracestate: None,
             actor: correlated.then(|| "saga".to_owned()),
         },
         recorded_at: Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap()
@@ -392,6 +394,10 @@ fn publishable(event: &RecordedEvent) -> PublishableEvent {
         causation_id: event.metadata.causation_id,
         recorded_at: event.recorded_at,
         actor: event.metadata.actor.clone(),
+        trace: eventstore::telemetry::TraceParent::new(
+            event.metadata.traceparent.as_deref(),
+            event.metadata.tracestate.as_deref(),
+        ),
     }
 }
 

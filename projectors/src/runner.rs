@@ -27,6 +27,7 @@ use domain::ids::StreamType;
 use eventstore::envelope::Envelope;
 use eventstore::leadership::{Backoff, Leadership, Lease, LockKey, TermEnd};
 use eventstore::nats::{StreamName, SubjectPrefix};
+use eventstore::telemetry::{self, attr, Attribute, Hop, Kind, TraceParent};
 use eventstore::{DatabaseUrl, Position, StoreError};
 use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
@@ -287,6 +288,34 @@ impl Projector {
                     self.stats.skipped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
+                if telemetry::enabled() {
+                    // A child of the relay's publish, whose context the
+                    // message's headers carry.
+                    let parent = TraceParent::from_headers(message.headers.as_ref());
+                    let hop = Hop::start(
+                        format_args!("process {}", message.subject),
+                        Kind::Consumer,
+                        &parent,
+                        || {
+                            vec![
+                                Attribute::new(attr::MESSAGING_SYSTEM, "nats"),
+                                Attribute::new(attr::MESSAGING_OPERATION, "process"),
+                                Attribute::new(
+                                    attr::MESSAGING_DESTINATION,
+                                    message.subject.to_string(),
+                                ),
+                                Attribute::new(attr::MESSAGING_CONSUMER, name),
+                                Attribute::new(attr::MESSAGING_MESSAGE_ID, envelope.id.to_string()),
+                                Attribute::new(attr::EVENT_TYPE, envelope.event_type.clone()),
+                                Attribute::new(attr::STREAM_ID, envelope.subject.clone()),
+                                Attribute::new(attr::STREAM_VERSION, envelope.streamversion as i64),
+                                Attribute::new(attr::POSITION, envelope.position.to_string()),
+                            ]
+                        },
+                    );
+                    let carried = hop.carry(&parent);
+                    batch.hops.push((hop, carried));
+                }
                 batch.events.push(ProjectionEvent::from_envelope(envelope));
                 batch.sequences.push(sequence);
             }
@@ -304,10 +333,36 @@ impl Projector {
                     }
                 }
             }
-            match self
+            // The batch's one transaction, linked to every event's trace.
+            let applying = (!batch.hops.is_empty()).then(|| {
+                Hop::linked(
+                    format_args!("apply {name}"),
+                    Kind::Internal,
+                    batch.hops.iter().map(|(_, trace)| trace),
+                    || {
+                        vec![
+                            Attribute::new(attr::MESSAGING_CONSUMER, name),
+                            Attribute::new(attr::BATCH_SIZE, batch.events.len() as i64),
+                            Attribute::new(attr::DB_SYSTEM, "postgresql"),
+                        ]
+                    },
+                )
+            });
+            let result = self
                 .apply(&mut client, &cp, &batch.events, position, last_sequence)
-                .await
-            {
+                .await;
+            let size = batch.events.len() as i64;
+            for (hop, _) in batch.hops.drain(..) {
+                hop.set(|| Attribute::new(attr::MESSAGING_BATCH, size));
+                if let Err(e) = &result {
+                    hop.fail(|| e.to_string());
+                }
+            }
+            if let (Some(hop), Err(e)) = (&applying, &result) {
+                hop.fail(|| e.to_string());
+            }
+            drop(applying);
+            match result {
                 Ok(next) => {
                     let applied = batch.events.len() as u64;
                     self.stats.applied.fetch_add(applied, Ordering::Relaxed);
@@ -436,6 +491,9 @@ struct Batch {
     /// The last message, when it was passed over unread (another stream
     /// type's): the checkpoint moves to its position.
     passed: Option<bytes::Bytes>,
+    /// With tracing on, each event's `process` span (ended once the batch
+    /// is applied) and its context, which the batch's span links to.
+    hops: Vec<(Hop, TraceParent)>,
 }
 
 /// What a passed-over message is read for.

@@ -27,6 +27,7 @@ use crate::error::StoreError;
 use crate::event::{Metadata, NewEvent};
 use crate::position::Position;
 use crate::store::{AppendRequest, ClaimChange, EventStore, ExpectedVersion};
+use crate::telemetry::{attr, Attribute, Hop, Kind, TraceParent};
 
 /// Versions between snapshots.
 pub const SNAPSHOT_EVERY: u64 = 64;
@@ -49,17 +50,26 @@ pub struct CommandContext {
     pub causation_id: Option<Uuid>,
     /// The request's trace id.
     pub trace_id: Option<String>,
+    /// The trace the command belongs to: its `append` span is a child of
+    /// this context, and its events carry the append's.
+    pub trace: TraceParent,
     /// Who asks: `token:<id>`, `jwt:<issuer>#<sub>`, `saga`, `system`.
     pub actor: Option<String>,
 }
 
 impl CommandContext {
-    fn metadata(&self) -> Metadata {
+    /// The events' metadata; `trace` is the append span's context.
+    fn metadata(&self, trace: TraceParent) -> Metadata {
         Metadata {
             correlation_id: self.correlation_id,
             causation_id: self.causation_id,
             command_id: self.command_id.clone(),
-            trace_id: self.trace_id.clone(),
+            trace_id: self
+                .trace_id
+                .clone()
+                .or_else(|| trace.trace_id().map(str::to_owned)),
+            traceparent: trace.traceparent,
+            tracestate: trace.tracestate,
             actor: self.actor.clone(),
         }
     }
@@ -335,11 +345,25 @@ impl Executor {
         ctx: &CommandContext,
         extra: &[ClaimChange],
     ) -> Result<Executed<A>, ExecuteError<A::Error>> {
+        // The command's hop: a child of the trace it came with; its events
+        // carry this span's context, so their publishes continue from it.
+        let hop = Hop::start("append", Kind::Internal, &ctx.trace, || {
+            let mut attributes = vec![
+                Attribute::new(attr::DB_SYSTEM, "postgresql"),
+                Attribute::new(attr::DB_OPERATION, "append"),
+                Attribute::new(attr::STREAM_ID, stream_id.to_owned()),
+            ];
+            if let Some(command_id) = &ctx.command_id {
+                attributes.push(Attribute::new(attr::COMMAND_ID, command_id.clone()));
+            }
+            attributes
+        });
+        let trace = hop.carry(&ctx.trace);
         let mut attempt = 0;
-        loop {
+        let result = loop {
             attempt += 1;
             match self
-                .execute_once::<A>(stream_id, command.clone(), ctx, attempt == 1, extra)
+                .execute_once::<A>(stream_id, command.clone(), ctx, &trace, attempt == 1, extra)
                 .await
             {
                 Err(ExecuteError::Conflict { .. }) if attempt < MAX_ATTEMPTS => {
@@ -347,9 +371,26 @@ impl Executor {
                     let pause = rand::rng().random_range(0..=ceiling);
                     tokio::time::sleep(Duration::from_millis(pause)).await;
                 }
-                other => return other,
+                other => break other,
+            }
+        };
+        if hop.is_recording() {
+            hop.set(|| Attribute::new(attr::ATTEMPT, i64::from(attempt)));
+            match &result {
+                Ok(executed) => {
+                    hop.set(|| Attribute::new(attr::STREAM_VERSION, executed.version as i64));
+                    hop.set(|| Attribute::new(attr::BATCH_SIZE, executed.event_ids.len() as i64));
+                    if let Some(position) = executed.position {
+                        hop.set(|| Attribute::new(attr::POSITION, position.to_string()));
+                    }
+                    if executed.replayed {
+                        hop.set(|| Attribute::new("ordo.replayed", true));
+                    }
+                }
+                Err(e) => hop.fail(|| e.to_string()),
             }
         }
+        result
     }
 
     /// One attempt. With `trust_cache`, a state this process cached is
@@ -363,6 +404,7 @@ impl Executor {
         stream_id: &str,
         command: A::Command,
         ctx: &CommandContext,
+        trace: &TraceParent,
         trust_cache: bool,
         extra: &[ClaimChange],
     ) -> Result<Executed<A>, ExecuteError<A::Error>> {
@@ -460,7 +502,7 @@ impl Executor {
                 folded = next;
             }
         }
-        let metadata = ctx.metadata();
+        let metadata = ctx.metadata(trace.clone());
         let expected = match loaded.version {
             0 => ExpectedVersion::NoStream,
             n => ExpectedVersion::Exact(n),

@@ -37,6 +37,10 @@ pub(super) struct StoredMetadata<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     trace_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    traceparent: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tracestate: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     actor: Option<&'a str>,
 }
 
@@ -188,6 +192,8 @@ impl<'a> StoredMetadata<'a> {
             causation_id: metadata.causation_id,
             command_id: metadata.command_id.as_deref(),
             trace_id: metadata.trace_id.as_deref(),
+            traceparent: metadata.traceparent.as_deref(),
+            tracestate: metadata.tracestate.as_deref(),
             actor: metadata.actor.as_deref(),
         }
     }

@@ -60,6 +60,7 @@ impl Engine {
             correlation: works[0].correlation,
             delay: Duration::ZERO,
             issued_from: None,
+            trace: works[0].trace.clone(),
         })
     }
 

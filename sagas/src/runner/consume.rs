@@ -1,6 +1,7 @@
 //! Consuming: the ordered consumer a term reads the stream with, and
 //! handling each batch of messages in one transaction.
 
+use eventstore::telemetry::{self, attr, Attribute, Hop, Kind, TraceParent};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -116,6 +117,10 @@ impl Engine {
     ) -> Result<Vec<(OrderId, Vec<Work>)>, TermError> {
         let mut next = *checkpoint;
         let mut relevant: Vec<(Incoming, OrderId, Result<SagaInput, String>)> = Vec::new();
+        // With tracing on: each relevant message's `process` span (a child
+        // of the relay's publish, ended when the batch commits) and the
+        // context its commands continue, in `relevant`'s order.
+        let mut traced: Vec<(Hop, TraceParent)> = Vec::new();
         let mut newest = None;
         for message in batch {
             // The ordered consumer repairs gaps and missed heartbeats itself;
@@ -164,6 +169,31 @@ impl Engine {
                 continue;
             }
             if let Some((order_id, input)) = target {
+                if telemetry::enabled() {
+                    let parent = TraceParent::from_headers(message.headers.as_ref());
+                    let hop = Hop::start(
+                        format_args!("process {}", message.subject),
+                        Kind::Consumer,
+                        &parent,
+                        || {
+                            vec![
+                                Attribute::new(attr::MESSAGING_SYSTEM, "nats"),
+                                Attribute::new(attr::MESSAGING_OPERATION, "process"),
+                                Attribute::new(
+                                    attr::MESSAGING_DESTINATION,
+                                    message.subject.to_string(),
+                                ),
+                                Attribute::new(attr::MESSAGING_CONSUMER, "saga"),
+                                Attribute::new(attr::MESSAGING_MESSAGE_ID, incoming.id.to_string()),
+                                Attribute::new(attr::EVENT_TYPE, incoming.event_type.clone()),
+                                Attribute::new(attr::POSITION, incoming.position.to_string()),
+                                Attribute::new("ordo.order.id", order_id.to_string()),
+                            ]
+                        },
+                    );
+                    let carried = hop.carry(&parent);
+                    traced.push((hop, carried));
+                }
                 relevant.push((incoming, order_id, input));
             }
         }
@@ -173,6 +203,11 @@ impl Engine {
             // The saga's hop: appended → received by the coordinator.
             metrics::histogram!("ordo_saga_receive_delay_seconds").record(lag);
         }
+        let batch_size = relevant.len() as i64;
+        for (hop, _) in &traced {
+            hop.set(|| Attribute::new(attr::MESSAGING_BATCH, batch_size));
+        }
+        let mut traces = traced.iter().map(|(_, trace)| trace.clone());
         if relevant.is_empty() {
             if next != *checkpoint {
                 let client = self.client().await?;
@@ -201,9 +236,10 @@ impl Engine {
         let now = self.now();
         let times = self.hooks.times();
         let mut handled = 0;
-        let mut issued: Vec<(OrderId, Vec<SagaCommand>)> = Vec::new();
+        let mut issued: Vec<(OrderId, Vec<SagaCommand>, TraceParent)> = Vec::new();
         let mut steps = Vec::new();
         for (incoming, order_id, input) in relevant {
+            let trace = traces.next().unwrap_or_default();
             if !fresh.remove(&incoming.id) {
                 self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                 continue;
@@ -227,7 +263,7 @@ impl Engine {
                         saga.origin_event_id = Some(incoming.id);
                     }
                     let commands = saga.apply(&input, now, &self.machine, times, Some(incoming.id));
-                    issued.push((order_id, commands));
+                    issued.push((order_id, commands, trace));
                 }
             }
             handled += 1;
@@ -241,6 +277,7 @@ impl Engine {
             store::save_checkpoint(&tx, self.config.stream.as_str(), next),
         )?;
         tx.commit().await?;
+        drop(traced);
         *checkpoint = next;
         self.stats.messages.fetch_add(handled, Ordering::Relaxed);
         for step in &steps {
@@ -248,10 +285,10 @@ impl Engine {
         }
         Ok(issued
             .into_iter()
-            .filter_map(|(order_id, commands)| {
+            .filter_map(|(order_id, commands, trace)| {
                 let saga = sagas.get(&order_id)?;
                 self.count_issued(&commands);
-                Some((order_id, self.works(saga, commands)))
+                Some((order_id, self.works(saga, commands, &trace)))
             })
             .collect())
     }

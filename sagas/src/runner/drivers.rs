@@ -199,6 +199,7 @@ mod tests {
             correlation: None,
             delay: Duration::ZERO,
             issued_from: None,
+            trace: Default::default(),
         }
     }
 

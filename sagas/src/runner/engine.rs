@@ -20,6 +20,7 @@ use crate::echoes::Echoes;
 use crate::error::SagaError;
 use crate::hooks::Hooks;
 use crate::store::SagaRow;
+use eventstore::telemetry::TraceParent;
 
 /// One command to run for a saga.
 #[derive(Debug, Clone)]
@@ -35,6 +36,9 @@ pub(crate) struct Work {
     /// it issued together), to foresee what their successes lead to; kept
     /// only when it issued reservations alone. See [`super::ahead`].
     pub issued_from: Option<Arc<SagaState>>,
+    /// The trace it continues: the `process` span of the message that led
+    /// to it (none for timers and recovery).
+    pub trace: TraceParent,
 }
 
 /// Everything a runner needs, shared by its tasks.
@@ -104,7 +108,12 @@ impl Engine {
     }
 
     /// Commands of a saga, ready to run; none for a parked saga.
-    pub fn works(&self, saga: &SagaRow, commands: Vec<SagaCommand>) -> Vec<Work> {
+    pub fn works(
+        &self,
+        saga: &SagaRow,
+        commands: Vec<SagaCommand>,
+        trace: &TraceParent,
+    ) -> Vec<Work> {
         if saga.parked.is_some() {
             return Vec::new();
         }
@@ -134,6 +143,7 @@ impl Engine {
                     },
                     command,
                     issued_from: issued_from.clone(),
+                    trace: trace.clone(),
                 }
             })
             .collect()

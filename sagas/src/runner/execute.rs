@@ -41,6 +41,7 @@ impl Engine {
             correlation_id: work.correlation,
             causation_id: work.cause,
             trace_id: None,
+            trace: work.trace.clone(),
             // Timers' commands (the payment timeout) come this way too.
             actor: Some(crate::ACTOR.to_owned()),
         };

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use domain::fulfilment::SagaInput;
 use domain::ids::OrderId;
+use eventstore::telemetry::TraceParent;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -35,6 +36,8 @@ pub(crate) struct FeedRequest {
     /// [`super::ahead`]), with the events it wrote: it counts only if the
     /// saga, as stored, has issued that command by then.
     ahead: Option<Vec<Uuid>>,
+    /// The trace the command ran in; its follow-ups continue it.
+    trace: TraceParent,
 }
 
 /// What caused an outcome's follow-up commands.
@@ -154,6 +157,7 @@ impl Engine {
             },
             park_if_pending: park_if_pending.map(|r| (id, r)),
             ahead: ahead_events,
+            trace: work.trace.clone(),
         }
     }
 
@@ -268,7 +272,7 @@ impl Engine {
                 (Some(mut issued), Some(saga)) => {
                     self.count_issued(&issued);
                     issued.retain(|c| !done_ahead.contains(&c.command_id.as_str()));
-                    out.push(self.works(saga, issued));
+                    out.push(self.works(saga, issued, &request.trace));
                 }
                 _ => out.push(Vec::new()),
             }

@@ -24,7 +24,7 @@ impl Engine {
             .map(|saga| {
                 (
                     saga.order_id,
-                    self.works(saga, saga.state.pending_commands()),
+                    self.works(saga, saga.state.pending_commands(), &Default::default()),
                 )
             })
             .collect())

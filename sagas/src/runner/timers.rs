@@ -64,7 +64,10 @@ impl Engine {
                 order_id: saga.order_id,
             }))?;
             self.count_issued(&commands);
-            out.push((saga.order_id, self.works(&saga, commands)));
+            out.push((
+                saga.order_id,
+                self.works(&saga, commands, &Default::default()),
+            ));
         }
         Ok(out)
     }
