@@ -594,22 +594,37 @@ fn headers_are_the_ones_the_relay_sets() {
     // async-nats: `message_id` sets Nats-Msg-Id, `expected_last_sequence`
     // sets Nats-Expected-Last-Sequence. A new builder call fails here until
     // it is mapped and documented.
-    let header_of = |call: &str| match call {
-        "payload" => None,
-        "message_id" => Some(async_nats::header::NATS_MESSAGE_ID.to_string()),
-        "expected_last_sequence" => {
-            Some(async_nats::header::NATS_EXPECTED_LAST_SEQUENCE.to_string())
+    // `headers` carries the W3C trace context, when the event has one.
+    let header_of = |call: &str| -> (Vec<String>, bool) {
+        match call {
+            "payload" => (vec![], true),
+            "message_id" => (vec![async_nats::header::NATS_MESSAGE_ID.to_string()], true),
+            "expected_last_sequence" => (
+                vec![async_nats::header::NATS_EXPECTED_LAST_SEQUENCE.to_string()],
+                true,
+            ),
+            "headers" => (
+                vec![
+                    eventstore::telemetry::TRACEPARENT.to_owned(),
+                    eventstore::telemetry::TRACESTATE.to_owned(),
+                ],
+                false,
+            ),
+            other => panic!("the relay calls PublishMessage::{other}: document its header"),
         }
-        other => panic!("the relay calls PublishMessage::{other}: document its header"),
     };
-    let sent: BTreeSet<String> = relay_publish_calls()
+    let calls = relay_publish_calls();
+    let sent: BTreeSet<String> = calls.iter().flat_map(|c| header_of(c).0).collect();
+    let always: BTreeSet<String> = calls
         .iter()
-        .filter_map(|c| header_of(c))
+        .map(|c| header_of(c))
+        .filter(|(_, always)| *always)
+        .flat_map(|(names, _)| names)
         .collect();
     assert_eq!(documented, sent, "documented headers vs the relay's");
     assert_eq!(
         string_set(schema, "/required"),
-        sent,
+        always,
         "the relay always sends them"
     );
 
@@ -620,6 +635,21 @@ fn headers_are_the_ones_the_relay_sets() {
         &json!({"Nats-Msg-Id": id.to_string(), "Nats-Expected-Last-Sequence": "41"}),
         "headers",
     );
+    assert_valid(
+        &validator,
+        &json!({
+            "Nats-Msg-Id": id.to_string(),
+            "Nats-Expected-Last-Sequence": "41",
+            "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "tracestate": "vendor=x",
+        }),
+        "headers with a trace context",
+    );
+    assert!(!validator.is_valid(&json!({
+        "Nats-Msg-Id": id.to_string(),
+        "Nats-Expected-Last-Sequence": "41",
+        "traceparent": "not one",
+    })));
     assert!(!validator.is_valid(&json!({"Nats-Msg-Id": "x", "Nats-Expected-Last-Sequence": "41"})));
 }
 
